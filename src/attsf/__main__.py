@@ -1,0 +1,5 @@
+import sys
+
+from attsf.cli import main
+
+sys.exit(main())

@@ -1,0 +1,195 @@
+"""The ``attsf`` command line. Each command is a thin layer over a module of the package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from attsf.errors import AttsfError
+
+log = logging.getLogger("attsf")
+
+
+def resolve_config_path(name: str) -> Path:
+    """A config path, or the name of a packaged config (``ravdess_au`` -> configs/ravdess_au.yaml)."""
+    path = Path(name)
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
+        return path
+    from importlib import resources
+
+    packaged = resources.files("attsf") / "configs" / f"{name}.yaml"
+    if packaged.is_file():
+        return Path(str(packaged))
+    raise AttsfError(f"{name}: config file not found (give a path or a packaged name)")
+
+
+def _config(args: argparse.Namespace):
+    from attsf.config import load_config
+
+    return load_config(resolve_config_path(args.config), args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from attsf.train import train
+
+    if args.resume:
+        from attsf.config import load_config
+
+        cfg = load_config(Path(args.resume) / "config.yaml", args.overrides)
+        metrics = train(cfg, args.resume, resume=True)
+    else:
+        if args.config is None:
+            raise AttsfError("train needs a CONFIG (or --resume RUN_DIR)")
+        cfg = _config(args)
+        out = args.out or f"runs/{cfg.name}/fold{cfg.data.fold}"
+        metrics = train(cfg, out)
+    if metrics:
+        _print_metrics(metrics)
+
+
+def _print_metrics(metrics: dict) -> None:
+    for split in ("val", "test"):
+        if split in metrics and "accuracy" in metrics[split]:
+            m = metrics[split]
+            print(f"{split}: accuracy {m['accuracy'] * 100:.2f} %  UA {m['unweighted_accuracy'] * 100:.2f} %  "
+                  f"macro-F1 {m['macro_f1'] * 100:.2f} %  (n={m['n']})")
+        elif split in metrics:
+            print(f"{split}: {metrics[split]}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from attsf.io import write_json
+    from attsf.train import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, splits=(args.split,))
+    write_json(Path(args.run_dir) / f"eval_{args.split}.json", metrics)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_metrics(metrics)
+
+
+def cmd_cv(args: argparse.Namespace) -> None:
+    from attsf.train import cross_validate
+
+    cfg = _config(args)
+    out = args.out or f"runs/{cfg.name}"
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    summary = cross_validate(cfg, out, folds)
+    if summary:
+        print(Path(out, "cv.md").read_text())
+        print(f"{cfg.name}: accuracy {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f} % "
+              f"over {len(summary['folds'])} folds -> {out}/cv.json")
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from attsf.summary import summary_text
+
+    print(summary_text(_config(args).model))
+
+
+def cmd_preprocess(args: argparse.Namespace) -> None:
+    from attsf.data.audio import AudioConfig
+    from attsf.data.preprocess import run_jobs
+    from attsf.data.ravdess import LABELS, audio_au_jobs
+
+    shard = _parse_shard(args.shard)
+    audio_cfg = AudioConfig(pad=args.pad)
+    if args.dataset != "ravdess":
+        raise AttsfError(f"dataset '{args.dataset}' is not supported yet (supported: ravdess)")
+    jobs, failures, visual = audio_au_jobs(args.root, args.au_csv, audio_cfg)
+    settings = {"audio": vars(audio_cfg) | {"n_frames": audio_cfg.n_frames}, "visual": visual}
+    summary = run_jobs(jobs, args.out, dataset="ravdess", labels=LABELS, settings=settings, workers=args.workers,
+                       shard=shard, failures=failures, progress=not args.quiet)
+    print("\n".join(summary.lines()))
+
+
+def _parse_shard(spec: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise AttsfError(f"--shard {spec}: expected I/N, e.g. 0/4") from None
+    if not 0 <= index < count:
+        raise AttsfError(f"--shard {spec}: I must be in 0..N-1")
+    return index, count
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from attsf.demo import run_demo
+
+    run_demo(Path(args.out), epochs=args.epochs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="attsf", description="ATTSF-Net audio-visual emotion recognition")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train one run (one fold) from a config")
+    t.add_argument("config", nargs="?", help="YAML config path or packaged name (e.g. ravdess_au)")
+    t.add_argument("overrides", nargs="*", help="key=value, e.g. train.max_epochs=50 model.fusion=l2")
+    t.add_argument("--out", help="run directory (default runs/NAME/foldK)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="metrics of a run's best weights on a split")
+    e.add_argument("run_dir")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("cv", help="k-fold cross-validation (finished folds are reused)")
+    c.add_argument("config")
+    c.add_argument("overrides", nargs="*")
+    c.add_argument("--out", help="output directory (default runs/NAME)")
+    c.add_argument("--folds", help="comma-separated fold numbers (default: all)")
+    c.set_defaults(func=cmd_cv)
+
+    s = sub.add_parser("summary", help="print the model's layers and parameter counts")
+    s.add_argument("config")
+    s.add_argument("overrides", nargs="*")
+    s.set_defaults(func=cmd_summary)
+
+    pp = sub.add_parser("preprocess", help="build the clip cache from raw files")
+    pp.add_argument("dataset", choices=["ravdess"])
+    pp.add_argument("--root", required=True, help="dataset folder (RAVDESS: Actor_XX/ folders)")
+    pp.add_argument("--out", required=True, help="cache directory")
+    pp.add_argument("--au-csv", help="OpenFace AU table joined by clip id as the visual input")
+    pp.add_argument("--pad", default="centre", choices=["centre", "right"], help="padding of clips under 3.6 s")
+    pp.add_argument("--workers", type=int, default=1)
+    pp.add_argument("--shard", default="0/1", help="I/N: process every N-th clip starting at I")
+    pp.add_argument("--quiet", action="store_true")
+    pp.set_defaults(func=cmd_preprocess)
+
+    d = sub.add_parser("demo", help="build a small sample set, train and evaluate (about 2 minutes)")
+    d.add_argument("--out", default="runs/demo", help="where the demo data and run go")
+    d.add_argument("--epochs", type=int, default=12)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except AttsfError as exc:
+        print(f"attsf: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("attsf: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

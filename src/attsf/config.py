@@ -1,0 +1,179 @@
+"""Experiment configs: YAML files of four sections (model, loss, data, train) plus
+``key=value`` overrides, validated against dataclasses so that a typo or a wrong type is
+a one-line error naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from attsf.errors import AttsfError
+from attsf.losses import LossConfig
+from attsf.model import ATTSFConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    cache: str = "cache/ravdess"  # directory written by `attsf preprocess`
+    protocol: Literal["folds", "predefined"] = "folds"  # "predefined": the cache's split field
+    folds: str = "ravdess_actor_5fold"  # a packaged fold file name, or a path to a JSON fold file
+    fold: int = 0
+    augment: bool = True  # flips, rotation, crop of face frames at training time
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 8
+    lr: float = 4e-4
+    weight_decay: float = 1e-5
+    max_epochs: int = 200
+    lr_decay: float = 0.9
+    lr_decay_every: int = 20
+    lr_decay_start: int = 30
+    patience: int = 30  # early stopping on validation accuracy (the paper gives none)
+    seed: int = 42
+    accelerator: str = "auto"
+    devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"  # "auto": 16-mixed on CUDA, 32-true elsewhere
+    threads: int = 0  # torch intra-op threads on CPU; 0 leaves PyTorch's default
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "attsf"
+    model: ATTSFConfig = field(default_factory=ATTSFConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return _to_plain(self)
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against a field type, converting lists to tuples and ints to floats."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            choices = " | ".join(map(str, typing.get_args(tp)))
+            raise AttsfError(f"config key '{key}': {value!r} is not one of {choices}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except AttsfError:
+                continue
+        raise AttsfError(f"config key '{key}': {value!r} has the wrong type")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise AttsfError(f"config key '{key}': expected a list, got {value!r}")
+        return tuple(_coerce(v, typing.get_args(tp)[0], key) for v in value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if tp in (int, float, str, bool) and (type(value) is not tp):
+        raise AttsfError(f"config key '{key}': expected {tp.__name__}, got {value!r}")
+    if tp is type(None) and value is not None:
+        raise AttsfError(f"config key '{key}': expected null, got {value!r}")
+    return value
+
+
+def _build(cls: type, values: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise AttsfError(f"unknown config key '{full}'{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise AttsfError(f"config key '{full}': expected a mapping")
+            kwargs[key] = _build(tp, value, f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise AttsfError(f"config section '{prefix.rstrip('.') or 'root'}': {exc}") from None
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise AttsfError(f"override '{dotted}': '{part}' is not a section")
+    node[leaf] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise AttsfError(f"override '{item}' is not of the form key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict | None = None) -> Config:
+    """Read a YAML config (or start from ``base`` / the defaults) and apply overrides."""
+    tree: dict = dict(base or {})
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise AttsfError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise AttsfError(f"{path}: not valid YAML{where}") from None
+        if not isinstance(loaded, dict):
+            raise AttsfError(f"{path}: a config must be a YAML mapping")
+        tree = loaded
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(tree, key, value)
+    try:
+        return _build(Config, tree, "")
+    except AttsfError as exc:
+        if path is not None:
+            raise AttsfError(f"{path}: {exc}") from None
+        raise
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    from attsf.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

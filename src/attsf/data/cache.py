@@ -1,0 +1,103 @@
+"""The clip cache that training reads.
+
+Layout of a cache directory::
+
+    index.json                 labels, preprocessing settings, one record per clip
+    clips/<clip_id>.safetensors  tensors "audio" (n_mfcc, T_a) float32 and "visual"
+                               (T_v, H, W, 3) uint8 face frames or (T_v, F) float32
+                               features; the clip's record again in the header metadata
+
+Each clip file is written atomically, so a killed preprocessing run leaves only whole
+files; ``write_index`` rebuilds the index from the clip files that exist.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+
+from attsf.errors import AttsfError
+from attsf.io import atomic_write_bytes, read_json, write_json
+
+FORMAT = "attsf-cache/1"
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    id: str
+    label: str
+    speaker: str
+    source: str = ""
+    split: str = ""  # "train" / "val" / "test" for datasets with a fixed split
+    fallback_frames: int = 0  # face frames that used a neighbour's box or a centre crop
+    extra: dict = field(default_factory=dict)  # dataset-specific fields (intensity, ...)
+
+
+def clip_path(cache_dir: Path, clip_id: str) -> Path:
+    return cache_dir / "clips" / f"{clip_id}.safetensors"
+
+
+def write_clip(cache_dir: str | Path, record: ClipRecord, audio: np.ndarray | None,
+               visual: np.ndarray | None) -> Path:
+    tensors = {}
+    if audio is not None:
+        tensors["audio"] = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    if visual is not None:
+        dtype = np.uint8 if visual.dtype == np.uint8 else np.float32
+        tensors["visual"] = torch.from_numpy(np.ascontiguousarray(visual, dtype=dtype))
+    path = clip_path(Path(cache_dir), record.id)
+    atomic_write_bytes(path, st_save(tensors, metadata={"record": json.dumps(asdict(record))}))
+    return path
+
+
+def read_record(path: Path) -> ClipRecord:
+    with safe_open(path, framework="pt") as fh:
+        return ClipRecord(**json.loads(fh.metadata()["record"]))
+
+
+def write_index(cache_dir: str | Path, dataset: str, labels: list[str], settings: dict) -> dict:
+    """Scan the clip files and write ``index.json`` (atomically). Returns the index."""
+    cache_dir = Path(cache_dir)
+    records = [asdict(read_record(p)) for p in sorted((cache_dir / "clips").glob("*.safetensors"))]
+    index = {"format": FORMAT, "dataset": dataset, "labels": labels, "settings": settings, "clips": records}
+    write_json(cache_dir / "index.json", index)
+    return index
+
+
+class ClipCache:
+    """A cache directory opened for reading."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.root = Path(cache_dir)
+        index_path = self.root / "index.json"
+        if not index_path.is_file():
+            raise AttsfError(f"{self.root}: no clip cache here (index.json missing); build it with `attsf preprocess`")
+        index = read_json(index_path)
+        if index.get("format") != FORMAT:
+            raise AttsfError(f"{index_path}: not an attsf cache of format {FORMAT}")
+        self.dataset: str = index["dataset"]
+        self.labels: list[str] = list(index["labels"])
+        self.settings: dict = index.get("settings", {})
+        self.records = [ClipRecord(**r) for r in index["clips"]]
+        if not self.records:
+            raise AttsfError(f"{self.root}: the cache holds no clips")
+        unknown = sorted({r.label for r in self.records} - set(self.labels))
+        if unknown:
+            raise AttsfError(f"{index_path}: unknown label(s) {', '.join(unknown)} (labels are {', '.join(self.labels)})")
+
+    def load(self, record: ClipRecord) -> dict[str, torch.Tensor]:
+        path = clip_path(self.root, record.id)
+        try:
+            with safe_open(path, framework="pt") as fh:
+                return {k: fh.get_tensor(k) for k in fh.keys()}
+        except (OSError, ValueError) as exc:
+            raise AttsfError(f"{path}: cannot read cached clip ({exc})") from None
+
+    def label_index(self, record: ClipRecord) -> int:
+        return self.labels.index(record.label)

@@ -1,0 +1,168 @@
+"""From the clip cache to batches: fold files, the dataset, and the LightningDataModule."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from attsf.config import Config, DataConfig
+from attsf.data.cache import ClipCache, ClipRecord
+from attsf.errors import AttsfError
+
+log = logging.getLogger("attsf")
+SPLITS = ("train", "val", "test")
+
+
+# --------------------------------------------------------------------------- folds
+def load_folds(name_or_path: str) -> dict:
+    """A fold file: packaged by name (``ravdess_actor_5fold``) or a JSON path."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise AttsfError(f"{path}: fold file not found")
+        text = path.read_text()
+    else:
+        pkg = resources.files("attsf.data") / "folds" / f"{name_or_path}.json"
+        if not pkg.is_file():
+            raise AttsfError(f"unknown fold file '{name_or_path}' (give a packaged name or a .json path)")
+        text = pkg.read_text()
+    doc = json.loads(text)
+    if not isinstance(doc.get("folds"), list) or not doc["folds"]:
+        raise AttsfError(f"{name_or_path}: a fold file needs a non-empty 'folds' list")
+    return doc
+
+
+def split_records(records: Sequence[ClipRecord], data: DataConfig) -> dict[str, list[ClipRecord]]:
+    """Train/val/test records of ``data.fold`` (speaker folds) or of the cache's split field."""
+    if data.protocol == "predefined":
+        splits = {s: [r for r in records if r.split == s] for s in SPLITS}
+    else:
+        doc = load_folds(data.folds)
+        if not 0 <= data.fold < len(doc["folds"]):
+            raise AttsfError(f"data.fold={data.fold} is out of range: {data.folds} has {len(doc['folds'])} folds")
+        fold = doc["folds"][data.fold]
+        present = {r.speaker for r in records}
+        listed = {s for split in SPLITS for s in fold[split]}
+        missing = sorted(listed - present)
+        if missing:
+            log.warning("fold %d: speakers %s of %s are not in the cache", data.fold, " ".join(missing), data.folds)
+        unlisted = sorted(present - listed)
+        if unlisted:
+            log.warning("fold %d: cached speakers %s are in no split of %s and are left out",
+                        data.fold, " ".join(unlisted), data.folds)
+        splits = {s: [r for r in records if r.speaker in set(fold[s])] for s in SPLITS}
+    for name, items in splits.items():
+        if not items:
+            raise AttsfError(f"the {name} split is empty (protocol={data.protocol}, folds={data.folds}, fold={data.fold})")
+    return splits
+
+
+# --------------------------------------------------------------------------- dataset
+def face_augmentation():
+    """The paper's training-time augmentation of face crops (§III-A), one draw per clip."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        v2.RandomRotation(10),
+        v2.CenterCrop(200),
+        v2.Resize(224, antialias=True),
+    ])
+
+
+class ClipDataset(Dataset):
+    """Items ``{"audio", "visual", "label", "index"}`` for the records of one split."""
+
+    def __init__(self, cache: ClipCache, records: Sequence[ClipRecord], augment: bool = False,
+                 preload: bool | None = None) -> None:
+        self.cache, self.records = cache, list(records)
+        kind = cache.settings.get("visual", {}).get("kind", "none")
+        self.augment = face_augmentation() if augment and kind == "frames" else None
+        preload = kind != "frames" if preload is None else preload
+        self._items = [self._read(i) for i in range(len(self.records))] if preload else None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _read(self, i: int) -> dict:
+        record = self.records[i]
+        item = dict(self.cache.load(record))
+        item["label"] = self.cache.label_index(record)
+        item["index"] = i
+        return item
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self._items[i]) if self._items is not None else self._read(i)
+        if self.augment is not None and "visual" in item:
+            frames = item["visual"].permute(0, 3, 1, 2)  # (T, 3, H, W), one random draw for all T
+            item["visual"] = self.augment(frames).permute(0, 2, 3, 1).contiguous()
+        if "visual" in item and item["visual"].dtype == torch.uint8:
+            item["visual"] = item["visual"].permute(0, 3, 1, 2)  # (T, 3, H, W) for the encoder
+        return item
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A shuffle that depends only on (seed, epoch), so a resumed run sees the same order."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class ClipDataModule(L.LightningDataModule):
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.cache = ClipCache(cfg.data.cache)
+        self.splits = split_records(self.cache.records, cfg.data)
+        self.datasets: dict[str, ClipDataset] = {}
+
+    @property
+    def labels(self) -> list[str]:
+        return self.cache.labels
+
+    def dataset(self, split: str) -> ClipDataset:
+        if split not in self.datasets:
+            augment = split == "train" and self.cfg.data.augment
+            self.datasets[split] = ClipDataset(self.cache, self.splits[split], augment=augment)
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in SPLITS:
+            self.dataset(split)
+
+    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        ds = self.dataset(split)
+        bs = self.cfg.train.batch_size
+        if shuffle and len(ds) < bs:
+            raise AttsfError(f"the train split has {len(ds)} clips, fewer than one batch of {bs}")
+        sampler = EpochShuffleSampler(len(ds), self.cfg.train.seed) if shuffle else None
+        workers = self.cfg.data.num_workers
+        return DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=shuffle, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")

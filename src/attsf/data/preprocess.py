@@ -1,0 +1,95 @@
+"""Run preprocessing jobs into a clip cache: in worker processes, skipping clips already
+written, recording failures with a one-line reason, and rebuilding the index at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from attsf.data.cache import ClipRecord, clip_path, write_clip, write_index
+from attsf.errors import AttsfError
+from attsf.io import write_json
+
+
+class Job(Protocol):
+    path: Path
+
+    @property
+    def clip_id(self) -> str: ...
+
+    def __call__(self) -> tuple[ClipRecord, np.ndarray | None, np.ndarray | None]: ...
+
+
+@dataclass
+class Summary:
+    done: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    fallback_frames: int = 0
+
+    def lines(self) -> list[str]:
+        out = [f"clips written {self.done}, already cached {self.skipped}, failed {len(self.failures)}, "
+               f"fallback face frames {self.fallback_frames}"]
+        out += [f"  failed: {path}: {reason}" for path, reason in self.failures]
+        return out
+
+
+def _run_one(job: Job, cache_dir: Path) -> tuple[str, int]:
+    record, audio, visual = job()
+    write_clip(cache_dir, record, audio, visual)
+    return record.id, record.fallback_frames
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    return text.split(": ", 1)[1] if isinstance(exc, AttsfError) and ": " in text else text
+
+
+def run_jobs(jobs: Sequence[Job], cache_dir: str | Path, *, dataset: str, labels: list[str], settings: dict,
+             workers: int = 1, shard: tuple[int, int] = (0, 1), failures: list[tuple[str, str]] | None = None,
+             progress: bool = True, on_done: Callable[[str], None] | None = None) -> Summary:
+    cache_dir = Path(cache_dir)
+    (cache_dir / "clips").mkdir(parents=True, exist_ok=True)
+    index, count = shard
+    mine = [job for i, job in enumerate(jobs) if i % count == index]
+    summary = Summary(failures=list(failures or []))
+    todo = []
+    for job in mine:
+        if clip_path(cache_dir, job.clip_id).is_file():
+            summary.skipped += 1
+        else:
+            todo.append(job)
+    bar = tqdm(total=len(todo), desc="preprocess", unit="clip", disable=not progress)
+
+    def finish(job: Job, result: tuple[str, int] | None, exc: BaseException | None) -> None:
+        if exc is not None:
+            summary.failures.append((str(job.path), _reason(exc)))
+        else:
+            summary.done += 1
+            summary.fallback_frames += result[1]
+            if on_done:
+                on_done(result[0])
+        bar.update(1)
+
+    if workers <= 1:
+        for job in todo:
+            try:
+                finish(job, _run_one(job, cache_dir), None)
+            except Exception as exc:  # noqa: BLE001 - any failure of one clip is reported, the run goes on
+                finish(job, None, exc)
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            futures = {pool.submit(_run_one, job, cache_dir): job for job in todo}
+            for future in as_completed(futures):
+                exc = future.exception()
+                finish(futures[future], None if exc else future.result(), exc)
+    bar.close()
+    write_index(cache_dir, dataset, labels, settings)
+    write_json(cache_dir / f"failures.shard{index}of{count}.json", [{"path": p, "reason": r} for p, r in summary.failures])
+    return summary

@@ -1,0 +1,123 @@
+"""RAVDESS (Livingstone & Russo 2018): file names, labels, and the audio + OpenFace-AU source.
+
+File names follow ``MM-VV-EE-II-SS-RR-AA.ext``: modality (01 audio-video, 02 video only,
+03 audio only), vocal channel (01 speech, 02 song), emotion, intensity, statement,
+repetition, actor. attsf uses the speech part (VV = 01), eight classes.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from attsf.data.audio import AudioConfig, mfcc_from_file
+from attsf.data.cache import ClipRecord
+from attsf.errors import AttsfError
+
+LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+_NAME = re.compile(r"^(\d\d)-(\d\d)-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d\d)$")
+
+
+@dataclass(frozen=True)
+class RavdessName:
+    modality: str
+    vocal: str
+    emotion: str
+    intensity: str
+    statement: str
+    repetition: str
+    actor: str
+
+    @property
+    def label(self) -> str:
+        return LABELS[int(self.emotion) - 1]
+
+    @property
+    def av_id(self) -> str:
+        """The id of the audio-video clip this file belongs to (modality 01)."""
+        return "-".join(["01", self.vocal, self.emotion, self.intensity, self.statement, self.repetition, self.actor])
+
+
+def parse_name(path: str | Path) -> RavdessName:
+    stem = Path(path).stem
+    match = _NAME.match(stem)
+    if not match:
+        raise AttsfError(f"{path}: name does not follow the RAVDESS scheme MM-VV-EE-II-SS-RR-AA")
+    return RavdessName(*match.groups())
+
+
+def find_audio(root: str | Path) -> list[Path]:
+    """Audio-only speech files (``03-01-*``, WAV or FLAC) under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise AttsfError(f"{root}: folder not found")
+    files = sorted(p for p in root.rglob("03-01-*") if p.suffix.lower() in (".wav", ".flac"))
+    if not files:
+        raise AttsfError(f"{root}: no RAVDESS audio-only speech files (03-01-*.wav|flac) found")
+    return files
+
+
+def read_au_table(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """OpenFace AU summary per clip: (column names, {clip id: float32 vector})."""
+    path = Path(path)
+    if not path.is_file():
+        raise AttsfError(f"{path}: AU table not found")
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header or header[0] != "clip":
+            raise AttsfError(f"{path}: expected a CSV whose first column is 'clip'")
+        rows = {}
+        for n, row in enumerate(reader, start=2):
+            try:
+                rows[row[0]] = np.asarray([float(v) for v in row[1:]], dtype=np.float32)
+            except ValueError:
+                raise AttsfError(f"{path}: line {n} has a non-numeric value") from None
+    return header[1:], rows
+
+
+@dataclass(frozen=True)
+class AudioAUJob:
+    """One clip of the RAVDESS audio + OpenFace-AU source."""
+
+    path: Path
+    au: np.ndarray | None
+    audio_cfg: AudioConfig
+
+    @property
+    def clip_id(self) -> str:
+        name = parse_name(self.path)
+        return name.av_id if self.au is not None else self.path.stem
+
+    def __call__(self) -> tuple[ClipRecord, np.ndarray, np.ndarray | None]:
+        name = parse_name(self.path)
+        record = ClipRecord(id=self.clip_id, label=name.label, speaker=name.actor, source=str(self.path),
+                            extra={"intensity": name.intensity, "statement": name.statement,
+                                   "repetition": name.repetition})
+        visual = None if self.au is None else self.au[None, :]  # a feature sequence of length 1
+        return record, mfcc_from_file(self.path, self.audio_cfg), visual
+
+
+def audio_au_jobs(root: str | Path, au_csv: str | Path | None,
+                  audio_cfg: AudioConfig) -> tuple[list[AudioAUJob], list[tuple[str, str]], dict]:
+    """Jobs for every audio file, the files that cannot be used, and the visual settings."""
+    table: dict[str, np.ndarray] = {}
+    names: list[str] = []
+    if au_csv is not None:
+        names, table = read_au_table(au_csv)
+    jobs, failures = [], []
+    for path in find_audio(root):
+        name = parse_name(path)
+        au = None
+        if au_csv is not None:
+            au = table.get(name.av_id)
+            if au is None:
+                failures.append((str(path), f"no row for clip {name.av_id} in the AU table"))
+                continue
+        jobs.append(AudioAUJob(path, au, audio_cfg))
+    visual = {"kind": "features", "dim": len(names), "names": names, "source": str(au_csv)} if au_csv else {"kind": "none"}
+    return jobs, failures, visual

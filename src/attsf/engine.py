@@ -1,0 +1,120 @@
+"""The training engine: ATTSF-Net as a LightningModule, safetensors checkpoints for
+Lightning, and the callback that makes a resumed run continue the same random stream."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import CheckpointIO
+from torch.optim.lr_scheduler import LambdaLR
+
+from attsf.config import Config
+from attsf.io import load_state, save_state, write_json
+from attsf.losses import total_loss
+from attsf.model import build_model
+
+
+def versions() -> dict[str, str]:
+    import lightning
+
+    import attsf
+
+    return {"attsf": attsf.__version__, "torch": torch.__version__, "lightning": lightning.__version__}
+
+
+def lr_factor(epoch: int, decay: float, every: int, start: int) -> float:
+    """×decay at epoch ``start`` and every ``every`` epochs after it (paper §IV-B)."""
+    return 1.0 if epoch < start else decay ** (1 + (epoch - start) // every)
+
+
+class ATTSFModule(L.LightningModule):
+    """Model logic only: forward, the loss of eq. (18), metrics, the optimiser and schedule."""
+
+    def __init__(self, cfg: Config, labels: list[str]) -> None:
+        super().__init__()
+        self.cfg, self.labels = cfg, list(labels)
+        self.model = build_model(cfg.model)
+        self.regression = cfg.model.task == "regression"
+        self._val: list[torch.Tensor] = []
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.model(audio=batch.get("audio"), visual=batch.get("visual"), text=batch.get("text"))
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        out = self(batch)
+        terms = total_loss(out, batch["label"], self.cfg.loss, self.regression)
+        bs = batch["label"].shape[0]
+        self.log_dict({f"{stage}_{k}": v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True,
+                      batch_size=bs, sync_dist=stage != "train", prog_bar=False)
+        if self.regression:
+            err = (out["logits"].squeeze(-1) - batch["label"].float()).abs().mean()
+            self.log(f"{stage}_mae", err, on_epoch=True, on_step=False, batch_size=bs, sync_dist=stage != "train",
+                     prog_bar=True)
+        else:
+            acc = (out["logits"].argmax(-1) == batch["label"]).float().mean()
+            self.log(f"{stage}_acc", acc, on_epoch=True, on_step=False, batch_size=bs, sync_dist=stage != "train",
+                     prog_bar=True)
+        return terms["loss"]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        t = self.cfg.train
+        opt = torch.optim.Adam(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        sched = LambdaLR(opt, lambda e: lr_factor(e, t.lr_decay, t.lr_decay_every, t.lr_decay_start))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
+        checkpoint["attsf"] = {"config": self.cfg.to_dict(), "labels": self.labels, "metrics": metrics,
+                               "versions": versions()}
+
+
+class SafetensorsCheckpointIO(CheckpointIO):
+    """Lightning checkpoints as safetensors (tensors) + JSON (everything else), written
+    atomically, with a ``.json`` sidecar for people. Nothing is ever unpickled."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        save_state(path, checkpoint)
+        side = dict(checkpoint.get("attsf", {}), epoch=checkpoint.get("epoch"), global_step=checkpoint.get("global_step"),
+                    weights_only="optimizer_states" not in checkpoint)
+        write_json(path.with_suffix(".json"), side)
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        return load_state(path)
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        Path(path).unlink(missing_ok=True)
+        Path(path).with_suffix(".json").unlink(missing_ok=True)
+
+
+class RNGState(L.Callback):
+    """Saves and restores the global random generators with the checkpoint, so dropout and
+    augmentation after a resume draw what the uninterrupted run would have drawn."""
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                 "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        name, keys, *rest = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,120 @@
+"""Files that are never half-written and never unpickled.
+
+Checkpoints are safetensors files: every tensor of the (nested) state under a path-like
+key, and the rest of the state (ints, floats, strings, lists, dicts with int or str keys)
+as JSON in the safetensors header. A JSON sidecar beside each checkpoint holds the
+resolved config, label names, metrics and library versions for people and tools.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from attsf.errors import AttsfError
+
+STATE_KEY = "attsf_state"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise AttsfError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AttsfError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
+
+
+# --------------------------------------------------------------------------- state codec
+def _encode(obj: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_encode(k, tensors, where), _encode(v, tensors, f"{where}.{k}")] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors, f"{where}[{i}]") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy scalar
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} at {where} in a safetensors checkpoint")
+
+
+def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__tuple__" in obj:
+            return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+        if "__dict__" in obj:
+            return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__dict__"]}
+    return obj
+
+
+def state_to_bytes(state: dict) -> bytes:
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _encode(state, tensors, "state")
+    return st_save(tensors, metadata={STATE_KEY: json.dumps(tree)})
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    """Store a nested training state (model, optimiser, loops, callbacks) atomically."""
+    atomic_write_bytes(path, state_to_bytes(state))
+
+
+def load_state(path: str | Path) -> dict:
+    """Inverse of :func:`save_state`. Reads only tensors and JSON: nothing is unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise AttsfError(f"{path}: checkpoint not found")
+    data = path.read_bytes()
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
+    except (SafetensorError, ValueError, json.JSONDecodeError):
+        raise AttsfError(f"{path}: not a safetensors file") from None
+    if STATE_KEY not in meta:
+        return {"state_dict": tensors}  # a plain weights file
+    return _decode(json.loads(meta[STATE_KEY]), tensors)

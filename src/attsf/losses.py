@@ -1,0 +1,57 @@
+"""ATTSF-Net's objective, eq. (18): ``L_total = L_av + λ_a L_a + λ_v L_v + λ_sim L_sim``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+def batch_gaussian_sym_kl(p: Tensor, q: Tensor, eps: float = 1e-5) -> Tensor:
+    """Symmetric KL between per-dimension Gaussians fitted over a mini-batch, summed over
+    dimensions: for features (B, d), ``N(μ_j, σ_j² + eps)`` is fitted to each column of p
+    and of q, and ``KL(P‖Q) + KL(Q‖P)`` is returned (eqs. 15-16, as fixed by SPEC §3)."""
+    mu_p, mu_q = p.mean(dim=0), q.mean(dim=0)
+    var_p = p.var(dim=0, unbiased=False) + eps
+    var_q = q.var(dim=0, unbiased=False) + eps
+    diff2 = (mu_p - mu_q) ** 2
+    kl_pq = 0.5 * (torch.log(var_q / var_p) + (var_p + diff2) / var_q - 1.0)
+    kl_qp = 0.5 * (torch.log(var_p / var_q) + (var_q + diff2) / var_p - 1.0)
+    return (kl_pq + kl_qp).sum()
+
+
+def similarity_loss(h_learn: Tensor, h_a2v: Tensor, h_v2a: Tensor, eps: float = 1e-5) -> Tensor:
+    """L_sim, eq. (17): ½ (L_{a-l} + L_{v-l})."""
+    return 0.5 * (batch_gaussian_sym_kl(h_learn, h_a2v, eps) + batch_gaussian_sym_kl(h_learn, h_v2a, eps))
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    lambda_a: float = 0.5
+    lambda_v: float = 0.5
+    lambda_sim: float = 0.3  # 0 is the "without L_sim" ablation
+    eps: float = 1e-5
+
+
+def _task_loss(logits: Tensor, target: Tensor, regression: bool) -> Tensor:
+    if regression:
+        return F.l1_loss(logits.squeeze(-1), target.float())
+    return F.cross_entropy(logits, target)
+
+
+def total_loss(out: dict[str, Tensor], target: Tensor, cfg: LossConfig, regression: bool = False) -> dict[str, Tensor]:
+    """All terms of eq. (18) that the network's output supports, and their weighted sum."""
+    terms = {"loss_av": _task_loss(out["logits"], target, regression)}
+    total = terms["loss_av"]
+    for key, weight in (("a", cfg.lambda_a), ("v", cfg.lambda_v)):
+        if f"logits_{key}" in out:
+            terms[f"loss_{key}"] = _task_loss(out[f"logits_{key}"], target, regression)
+            total = total + weight * terms[f"loss_{key}"]
+    if "h_learn" in out and cfg.lambda_sim > 0:
+        terms["loss_sim"] = similarity_loss(out["h_learn"], out["h_a2v"], out["h_v2a"], cfg.eps)
+        total = total + cfg.lambda_sim * terms["loss_sim"]
+    terms["loss"] = total
+    return terms

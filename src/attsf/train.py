@@ -1,0 +1,237 @@
+"""Runs: one training run in a run directory, its evaluation, and k-fold cross-validation.
+
+A run directory holds ``config.yaml`` (resolved), ``checkpoints/{best,last}.safetensors``
+with JSON sidecars, ``metrics.csv`` (per epoch) and, once finished, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from attsf.config import Config, save_config
+from attsf.data.datamodule import ClipDataModule, load_folds
+from attsf.engine import ATTSFModule, RNGState, SafetensorsCheckpointIO, versions
+from attsf.errors import AttsfError
+from attsf.evaluate import BEST, CONFIG_FILE, metrics_for, open_run, predict_dataset
+from attsf.io import atomic_write_text, read_json, write_json
+
+log = logging.getLogger("attsf")
+LAST = "checkpoints/last.safetensors"
+METRICS = "metrics.json"
+
+
+def _check_against_cache(cfg: Config, dm: ClipDataModule) -> Config:
+    """Fill what the cache determines (feature width) and refuse what contradicts it."""
+    visual = dm.cache.settings.get("visual", {})
+    model = cfg.model
+    if model.task == "classification" and model.n_classes != len(dm.labels):
+        raise AttsfError(f"model.n_classes={model.n_classes} but the cache {dm.cache.root} has "
+                         f"{len(dm.labels)} labels ({', '.join(dm.labels)})")
+    if model.modalities != "a":
+        kind = visual.get("kind", "none")
+        if kind == "none":
+            raise AttsfError(f"the cache {dm.cache.root} has no visual input; use model.modalities=a")
+        if kind == "features" and model.visual_mode != "features":
+            raise AttsfError(f"the cache {dm.cache.root} holds visual features; set model.visual_mode=features")
+        if kind == "frames" and model.visual_mode != "efficientface":
+            raise AttsfError(f"the cache {dm.cache.root} holds face frames; set model.visual_mode=efficientface")
+        if kind == "features" and model.visual_dim != visual["dim"]:
+            model = replace(model, visual_dim=int(visual["dim"]))
+    return replace(cfg, model=model)
+
+
+def _precision(cfg: Config) -> str:
+    if cfg.train.precision != "auto":
+        return cfg.train.precision
+    if torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _devices(spec: str) -> int | str | list[int]:
+    if spec == "auto" or spec == "-1":
+        return "auto" if spec == "auto" else -1
+    if "," in spec:
+        return [int(s) for s in spec.split(",") if s]
+    return int(spec)
+
+
+def _file_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("attsf").addHandler(handler)
+    logging.getLogger("lightning.pytorch").addHandler(handler)
+    return handler
+
+
+def _keep_history(run_dir: Path) -> None:
+    """Lightning's CSVLogger starts metrics.csv afresh; move the rows of earlier attempts
+    to metrics.prev.csv so that a resumed run keeps its whole history."""
+    cur, prev = run_dir / "metrics.csv", run_dir / "metrics.prev.csv"
+    if cur.is_file():
+        rows = _read_csv(prev) + _read_csv(cur)
+        _write_csv(prev, rows)
+        cur.unlink()
+
+
+def _merge_history(run_dir: Path) -> None:
+    cur, prev = run_dir / "metrics.csv", run_dir / "metrics.prev.csv"
+    if prev.is_file():
+        new = _read_csv(cur)
+        first = min((int(r["epoch"]) for r in new if r.get("epoch")), default=None)
+        old = [r for r in _read_csv(prev) if first is None or int(r["epoch"]) < first]
+        _write_csv(cur, old + new)
+        prev.unlink()
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = sorted({k for r in rows for k in r})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None:
+    """Train (or resume) one run; evaluate its best weights. Returns metrics on rank 0."""
+    run_dir = Path(run_dir)
+    last = run_dir / LAST
+    if (run_dir / METRICS).is_file() and not resume:
+        raise AttsfError(f"{run_dir}: this run has finished already (metrics.json exists); choose another --out")
+    if resume:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise AttsfError(f"{run_dir}: nothing to resume ({CONFIG_FILE} missing)")
+        if (run_dir / METRICS).is_file():
+            return read_json(run_dir / METRICS)
+    elif trainer_rank_zero() and run_dir.exists() and any(run_dir.iterdir()):
+        raise AttsfError(f"{run_dir}: directory is not empty; use --resume to continue it or choose another --out")
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    dm = ClipDataModule(cfg)
+    cfg = _check_against_cache(cfg, dm)
+    dm.cfg = cfg
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and trainer_rank_zero():
+        save_config(cfg, run_dir / CONFIG_FILE)
+    handler = _file_logging(run_dir)
+    if trainer_rank_zero():
+        _keep_history(run_dir)
+    module = ATTSFModule(cfg, dm.labels)
+    monitor, mode = ("val_mae", "min") if cfg.model.task == "regression" else ("val_acc", "max")
+    best_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+                              save_top_k=1, save_weights_only=True, enable_version_counter=False)
+    last_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                              enable_version_counter=False)
+    for cb in (best_cb, last_cb):
+        cb.FILE_EXTENSION = ".safetensors"
+    trainer = L.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=cfg.train.max_epochs,
+        accelerator=cfg.train.accelerator,
+        devices=_devices(cfg.train.devices),
+        num_nodes=cfg.train.num_nodes,
+        strategy=cfg.train.strategy,
+        precision=_precision(cfg),
+        callbacks=[best_cb, last_cb, EarlyStopping(monitor, patience=cfg.train.patience, mode=mode), RNGState()],
+        logger=CSVLogger(run_dir, name="", version=""),
+        plugins=[SafetensorsCheckpointIO()],
+        num_sanity_val_steps=0,
+        enable_progress_bar=cfg.train.progress,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+    )
+    log.info("%s: %s on %s, %d device(s), precision %s", run_dir, cfg.name, trainer.accelerator.__class__.__name__,
+             trainer.num_devices, trainer.precision)
+    start = time.time()
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
+    logging.getLogger("attsf").removeHandler(handler)
+    if trainer.global_rank != 0:
+        return None
+    _merge_history(run_dir)
+    metrics = evaluate_run(run_dir, splits=("val", "test"))
+    metrics.update(epochs=trainer.current_epoch, stopped_early=trainer.current_epoch < cfg.train.max_epochs,
+                   train_seconds=round(time.time() - start, 1), versions=versions(),
+                   best_epoch=read_json((run_dir / BEST).with_suffix(".json")).get("epoch"))
+    write_json(run_dir / METRICS, metrics)
+    return metrics
+
+
+def evaluate_run(run_dir: str | Path, splits: tuple[str, ...] = ("test",)) -> dict:
+    """Metrics of the run's best weights on the given splits of its own data."""
+    run = open_run(run_dir)
+    dm = ClipDataModule(run.cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    result = {}
+    for split in splits:
+        pred = predict_dataset(run.model, dm.dataset(split), batch_size=32, device=device)
+        result[split] = metrics_for(pred, run.labels, run.cfg.model.task == "regression")
+    return result
+
+
+def cross_validate(cfg: Config, out_dir: str | Path, folds: list[int] | None = None) -> dict:
+    """Every fold of ``cfg.data.folds`` in ``out_dir/fold{k}``: finished folds are reused,
+    interrupted ones resumed. Writes ``cv.json`` and ``cv.md`` with mean ± std."""
+    out_dir = Path(out_dir)
+    n_folds = len(load_folds(cfg.data.folds)["folds"])
+    folds = list(range(n_folds)) if folds is None else folds
+    results = {}
+    for k in folds:
+        run_dir = out_dir / f"fold{k}"
+        fold_cfg = replace(cfg, data=replace(cfg.data, fold=k))
+        resume = (run_dir / CONFIG_FILE).is_file()
+        log.info("fold %d/%d -> %s%s", k, n_folds, run_dir, " (resuming)" if resume else "")
+        metrics = train(fold_cfg, run_dir, resume=resume)
+        if metrics is None:  # not rank 0
+            continue
+        results[k] = metrics
+    if not results:
+        return {}
+    return summarise_cv(out_dir, results)
+
+
+def summarise_cv(out_dir: Path, results: dict[int, dict]) -> dict:
+    acc = np.array([m["test"]["accuracy"] for m in results.values()]) * 100
+    uacc = np.array([m["test"]["unweighted_accuracy"] for m in results.values()]) * 100
+    labels = list(next(iter(results.values()))["test"]["per_class_recall"])
+    recall = {c: float(np.mean([m["test"]["per_class_recall"].get(c, np.nan) for m in results.values()]) * 100)
+              for c in labels}
+    summary = {
+        "folds": {str(k): {"test_accuracy": m["test"]["accuracy"] * 100, "val_accuracy": m["val"]["accuracy"] * 100,
+                           "epochs": m["epochs"], "best_epoch": m["best_epoch"]} for k, m in results.items()},
+        "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
+        "unweighted_accuracy_mean": float(uacc.mean()), "per_class_recall_mean": recall,
+    }
+    write_json(out_dir / "cv.json", summary)
+    lines = ["| fold | test acc % | val acc % | epochs | best epoch |", "| --- | --- | --- | --- | --- |"]
+    for k, f in summary["folds"].items():
+        lines.append(f"| {k} | {f['test_accuracy']:.2f} | {f['val_accuracy']:.2f} | {f['epochs']} | {f['best_epoch']} |")
+    lines.append(f"| mean ± std | {acc.mean():.2f} ± {acc.std():.2f} | | | |")
+    lines += ["", "| class | mean recall % |", "| --- | --- |"] + [f"| {c} | {r:.1f} |" for c, r in recall.items()]
+    (out_dir / "cv.md").write_text("\n".join(lines) + "\n")
+    return summary
+
+
+def trainer_rank_zero() -> bool:
+    """True in the process that writes files (before the Trainer exists)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
