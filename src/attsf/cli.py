@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="build a small sample set, train and evaluate (about 2 minutes)")
     d.add_argument("--out", default="runs/demo", help="where the demo data and run go")
-    d.add_argument("--epochs", type=int, default=12)
+    d.add_argument("--epochs", type=int, default=10)
     d.set_defaults(func=cmd_demo)
     return p
 
@@ -179,7 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may also follow options such as --out
+        if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         args.func(args)
     except AttsfError as exc:

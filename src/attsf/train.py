@@ -134,7 +134,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and trainer_rank_zero():
         save_config(cfg, run_dir / CONFIG_FILE)
-    handler = _file_logging(run_dir)
+    handler = _file_logging(run_dir) if trainer_rank_zero() else logging.NullHandler()
     if trainer_rank_zero():
         _keep_history(run_dir)
     module = ATTSFModule(cfg, dm.labels)

@@ -65,16 +65,18 @@ def split_records(records: Sequence[ClipRecord], data: DataConfig) -> dict[str, 
 
 
 # --------------------------------------------------------------------------- dataset
-def face_augmentation():
-    """The paper's training-time augmentation of face crops (§III-A), one draw per clip."""
+def face_augmentation(size: int):
+    """The paper's training-time augmentation of face crops (§III-A): random horizontal and
+    vertical flips, a random rotation (±10°), a centre crop of 90 %, resized back to
+    ``size``. One random draw per clip, applied to all its frames."""
     from torchvision.transforms import v2
 
     return v2.Compose([
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
         v2.RandomRotation(10),
-        v2.CenterCrop(200),
-        v2.Resize(224, antialias=True),
+        v2.CenterCrop(int(size * 0.9)),
+        v2.Resize(size, antialias=True),
     ])
 
 
@@ -84,8 +86,9 @@ class ClipDataset(Dataset):
     def __init__(self, cache: ClipCache, records: Sequence[ClipRecord], augment: bool = False,
                  preload: bool | None = None) -> None:
         self.cache, self.records = cache, list(records)
-        kind = cache.settings.get("visual", {}).get("kind", "none")
-        self.augment = face_augmentation() if augment and kind == "frames" else None
+        visual = cache.settings.get("visual", {})
+        kind = visual.get("kind", "none")
+        self.augment = face_augmentation(visual.get("size", 224)) if augment and kind == "frames" else None
         preload = kind != "frames" if preload is None else preload
         self._items = [self._read(i) for i in range(len(self.records))] if preload else None
 

@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny real cache (written by the cache writer) and a tiny model config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attsf.data.cache import ClipRecord, write_clip, write_index
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+LABELS = ["neutral", "happy", "sad", "angry"]
+SPEAKERS = ["01", "02", "03", "04", "05", "06"]
+
+TINY = [
+    "model.n_classes=4", "model.d_model=16", "model.n_heads=2", "model.audio_channels=[8,16,16,16]",
+    "model.visual_mode=features", "model.visual_dim=6", "model.visual_channels=[16]", "model.n_cmb=1",
+    "model.n_sab=1", "model.n_avam=1", "model.ffn_cmb=32", "model.ffn_sab=32", "model.ffn_avam=32",
+    "model.dropout=0.1", "train.batch_size=8", "train.lr=0.003", "train.progress=false", "train.threads=1",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    """96 clips, 6 speakers, 4 classes; MFCC-shaped audio and 6-d visual features whose
+    means depend on the class, so that a model can learn them."""
+    root = tmp_path_factory.mktemp("cache")
+    rng = np.random.default_rng(0)
+    for s in SPEAKERS:
+        for c, label in enumerate(LABELS):
+            for k in range(4):
+                audio = rng.normal(0, 1, (12, 121)).astype(np.float32)
+                audio[c * 3 : c * 3 + 3] += 1.5
+                visual = rng.normal(0, 1, (1, 6)).astype(np.float32)
+                visual[0, c] += 2.0
+                write_clip(root, ClipRecord(id=f"{s}-{label}-{k}", label=label, speaker=s), audio, visual)
+    write_index(root, "tiny", LABELS, {"visual": {"kind": "features", "dim": 6}})
+    folds = [{"train": SPEAKERS[:4], "val": [SPEAKERS[4]], "test": [SPEAKERS[5]]},
+             {"train": SPEAKERS[2:], "val": [SPEAKERS[0]], "test": [SPEAKERS[1]]}]
+    (root / "folds.json").write_text(json.dumps({"folds": folds}))
+    return root
+
+
+@pytest.fixture
+def tiny_overrides(tiny_cache) -> list[str]:
+    return TINY + [f"data.cache={tiny_cache}", f"data.folds={tiny_cache / 'folds.json'}"]
+
+
+def run_cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", "attsf", *args], capture_output=True, text=True, env=env,
+                          cwd=kw.pop("cwd", ROOT), **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"attsf {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc

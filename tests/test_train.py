@@ -1,0 +1,99 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from conftest import ROOT, run_cli
+
+from attsf.config import load_config
+from attsf.losses import LossConfig, total_loss
+from attsf.model import build_model
+
+
+def test_small_model_overfits_a_fixed_batch(tiny_overrides):
+    cfg = load_config(None, tiny_overrides + ["model.dropout=0.0"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    batch = {"audio": torch.randn(8, 12, 121), "visual": torch.randn(8, 1, 6)}
+    y = torch.arange(8) % 4
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = total_loss(model(**batch), y, LossConfig())["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    assert (model(**batch)["logits"].argmax(1) == y).all()
+
+
+def _train_args(out, overrides, epochs=6):
+    return ["train", "configs/ravdess_au.yaml", *overrides, f"train.max_epochs={epochs}", "train.patience=100",
+            "--out", str(out)]
+
+
+def test_train_writes_run_directory_and_learns(tiny_overrides, tmp_path):
+    run_cli(*_train_args(tmp_path / "run", tiny_overrides, epochs=8))
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.csv", "metrics.json", "train.log", "checkpoints/best.safetensors",
+                 "checkpoints/best.json", "checkpoints/last.safetensors", "checkpoints/last.json"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 8
+    assert metrics["test"]["accuracy"] > 0.5  # chance is 0.25; the classes are separable
+    side = json.loads((run / "checkpoints/best.json").read_text())
+    assert side["labels"] == ["neutral", "happy", "sad", "angry"] and side["config"]["model"]["d_model"] == 16
+    assert "torch" in side["versions"]
+    out = run_cli("evaluate", str(run), "--split", "val").stdout
+    assert "val: accuracy" in out and (run / "eval_val.json").is_file()
+
+
+def test_killed_run_resumes_to_the_same_metrics(tiny_overrides, tmp_path):
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    run_cli(*_train_args(ref, tiny_overrides))
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen([sys.executable, "-m", "attsf", *_train_args(killed, tiny_overrides)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = killed / "checkpoints/last.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file() and json.loads(last.read_text() or "{}").get("epoch", -1) >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    run_cli("train", "--resume", str(killed))
+    a = json.loads((ref / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert a["test"] == b["test"] and a["val"] == b["val"] and a["best_epoch"] == b["best_epoch"]
+    rows_a = (ref / "metrics.csv").read_text().splitlines()
+    rows_b = (killed / "metrics.csv").read_text().splitlines()
+    assert len(rows_a) == len(rows_b) == 1 + 2 * 6
+
+
+def test_cv_runs_all_folds_and_reuses_finished_ones(tiny_overrides, tmp_path):
+    out = run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "train.max_epochs=2", "--out", str(tmp_path)).stdout
+    assert "mean ± std" in out
+    summary = json.loads((tmp_path / "cv.json").read_text())
+    assert set(summary["folds"]) == {"0", "1"}
+    stamp = (tmp_path / "fold0" / "metrics.json").stat().st_mtime
+    run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "train.max_epochs=2", "--out", str(tmp_path))
+    assert (tmp_path / "fold0" / "metrics.json").stat().st_mtime == stamp
+
+
+def test_ddp_two_cpu_processes_with_torchrun(tiny_overrides, tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    cmd = [torchrun, "--nproc_per_node=2", "--master_port=29531", "-m", "attsf",
+           *_train_args(tmp_path / "ddp", tiny_overrides, epochs=2),
+           "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["epochs"] == 2
+    log = (tmp_path / "ddp" / "train.log").read_text()
+    assert "2 device(s)" in log
