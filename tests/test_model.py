@@ -86,7 +86,8 @@ def test_efficientface_parameter_names_match_authors_checkpoint():
     from attsf.efficientface import EfficientFace
 
     names = set(EfficientFace().state_dict())
-    for key in ["conv1.0.weight", "conv1.1.running_mean", "stage2.0.branch1.0.weight", "stage2.0.branch2.6.bias", "stage3.7.branch2.3.weight", "stage4.3.branch2.5.weight",
+    for key in ["conv1.0.weight", "conv1.1.running_mean", "stage2.0.branch1.0.weight", "stage2.0.branch2.6.bias",
+                "stage3.7.branch2.3.weight", "stage4.3.branch2.5.weight",
                 "local.conv1_1.weight", "local.bn4_2.running_var", "modulator.channel_att.gate_c.gate_c_fc_0.weight",
                 "modulator.channel_att.gate_c.gate_c_bn_1.weight", "modulator.channel_att.gate_c.gate_c_fc_final.bias",
                 "modulator.spatial_att.gate_s.gate_s_conv_reduce0.weight",

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import SHARED
+
+from attsf.data.audio import AudioConfig, fit_length, mfcc, mfcc_from_file
+from attsf.data.cache import ClipCache
+from attsf.data.preprocess import run_jobs
+from attsf.data.ravdess import LABELS, audio_au_jobs, parse_name
+from attsf.errors import AttsfError
+
+AUDIO = SHARED / "ravdess_audio16k"
+AU = SHARED / "ravdess_openface_au" / "ravdess_openface_au.csv"
+needs_shared = pytest.mark.skipif(not AUDIO.is_dir() or not AU.is_file(),
+                                  reason=f"shared RAVDESS data not found at {SHARED}")
+
+
+def test_mfcc_shape_and_lengths():
+    cfg = AudioConfig()
+    assert cfg.n_samples == 57600 and cfg.n_frames == 121
+    assert mfcc(np.zeros(16000, np.float32)).shape == (12, 121)
+    assert mfcc(np.random.default_rng(0).normal(size=90000).astype(np.float32)).shape == (12, 121)
+    y = np.arange(10, dtype=np.float32)
+    assert fit_length(y, 4).tolist() == [3, 4, 5, 6]
+    assert fit_length(y, 14).tolist()[:3] == [0, 0, 0] and fit_length(y, 14, "right").tolist()[-4:] == [0, 0, 0, 0]
+
+
+def test_name_parsing():
+    name = parse_name("03-01-05-02-01-02-17.flac")
+    assert name.label == "angry" and name.actor == "17" and name.av_id == "01-01-05-02-01-02-17"
+    with pytest.raises(AttsfError, match="RAVDESS scheme"):
+        parse_name("clip.wav")
+
+
+def test_corrupt_audio_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "03-01-01-01-01-01-01.wav"
+    bad.write_bytes(b"RIFF\x00\x00not audio")
+    with pytest.raises(AttsfError, match="cannot decode audio"):
+        mfcc_from_file(bad)
+
+
+@needs_shared
+def test_48k_wav_and_16k_flac_give_the_same_mfcc(tmp_path):
+    import librosa
+
+    flac = next(AUDIO.glob("Actor_01/*.flac"))
+    y, _ = sf.read(flac, dtype="float32")
+    wav = tmp_path / flac.with_suffix(".wav").name
+    sf.write(wav, librosa.resample(y, orig_sr=16000, target_sr=48000), 48000, subtype="PCM_16")
+    a, b = mfcc_from_file(flac), mfcc_from_file(wav)
+    assert a.shape == b.shape == (12, 121)
+    assert np.corrcoef(a[1:].ravel(), b[1:].ravel())[0, 1] > 0.99
+
+
+@needs_shared
+def test_shared_ravdess_audio_au_cache(tmp_path):
+    root = tmp_path / "ravdess"
+    for actor in ("Actor_02", "Actor_07"):
+        (root / actor).mkdir(parents=True)
+        for f in sorted((AUDIO / actor).glob("*.flac"))[:12]:
+            (root / actor / f.name).symlink_to(f)
+    jobs, failures, visual = audio_au_jobs(root, AU, AudioConfig())
+    assert len(jobs) == 24 and not failures and visual["dim"] == 35
+    summary = run_jobs(jobs, tmp_path / "cache", dataset="ravdess", labels=LABELS, settings={"visual": visual},
+                       workers=2, progress=False)
+    assert summary.done == 24 and not summary.failures
+    cache = ClipCache(tmp_path / "cache")
+    assert {r.speaker for r in cache.records} == {"02", "07"}
+    record = next(r for r in cache.records if r.id == "01-01-01-01-01-01-02")
+    assert record.label == "neutral"
+    item = cache.load(record)
+    assert item["audio"].shape == (12, 121) and item["visual"].shape == (1, 35)
+    row = open(AU).read().split("\n01-01-01-01-01-01-02,")[1].split("\n")[0]
+    assert np.allclose(item["visual"][0].numpy(), [float(v) for v in row.split(",")], atol=1e-6)
+    again = run_jobs(jobs, tmp_path / "cache", dataset="ravdess", labels=LABELS, settings={}, progress=False)
+    assert again.skipped == 24 and again.done == 0
