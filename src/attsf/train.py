@@ -127,6 +127,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
         raise AttsfError(f"{run_dir}: directory is not empty; use --resume to continue it or choose another --out")
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # attsf logs the device itself
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     dm = ClipDataModule(cfg)
     cfg = _check_against_cache(cfg, dm)
