@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--quiet", action="store_true")
     pp.set_defaults(func=cmd_preprocess)
 
-    d = sub.add_parser("demo", help="build a small sample set, train and evaluate (about 2 minutes)")
+    d = sub.add_parser("demo", help="build a small sample set, train and evaluate (about 1 minute on 2 CPU cores)")
     d.add_argument("--out", default="runs/demo", help="where the demo data and run go")
     d.add_argument("--epochs", type=int, default=10)
     d.set_defaults(func=cmd_demo)

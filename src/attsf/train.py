@@ -160,7 +160,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
         num_sanity_val_steps=0,
         enable_progress_bar=cfg.train.progress,
         enable_model_summary=False,
-        log_every_n_steps=10,
+        log_every_n_steps=1,  # metrics are logged per epoch only
     )
     log.info("%s: %s on %s, %d device(s), precision %s", run_dir, cfg.name, trainer.accelerator.__class__.__name__,
              trainer.num_devices, trainer.precision)
