@@ -170,7 +170,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     if trainer.global_rank != 0:
         return None
     _merge_history(run_dir)
-    metrics = evaluate_run(run_dir, splits=("val", "test"))
+    metrics = evaluate_run(run_dir, splits=("val", "test"), dm=dm)
     metrics.update(epochs=trainer.current_epoch, stopped_early=trainer.current_epoch < cfg.train.max_epochs,
                    train_seconds=round(time.time() - start, 1), versions=versions(),
                    best_epoch=read_json((run_dir / BEST).with_suffix(".json")).get("epoch"))
@@ -178,10 +178,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     return metrics
 
 
-def evaluate_run(run_dir: str | Path, splits: tuple[str, ...] = ("test",)) -> dict:
-    """Metrics of the run's best weights on the given splits of its own data."""
+def evaluate_run(run_dir: str | Path, splits: tuple[str, ...] = ("test",), dm: ClipDataModule | None = None) -> dict:
+    """Metrics of the run's best weights on the given splits of its own data (``dm``: the
+    training run's DataModule, so the cache is not read a second time)."""
     run = open_run(run_dir)
-    dm = ClipDataModule(run.cfg)
+    dm = dm or ClipDataModule(run.cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result = {}
     for split in splits:
