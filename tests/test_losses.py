@@ -35,3 +35,15 @@ def test_total_loss_weights():
     assert "loss_sim" not in no_sim and torch.allclose(no_sim["loss"], expected - 0.3 * terms["loss_sim"])
     reg = total_loss({"logits": torch.zeros(4, 1)}, torch.tensor([1.0, -1.0, 2.0, 0.0]), LossConfig(), regression=True)
     assert torch.isclose(reg["loss"], torch.tensor(1.0))
+
+
+def test_sim_mean_reduction_divides_by_dimensions():
+    g = torch.Generator().manual_seed(3)
+    p, q = torch.randn(8, 32, generator=g), torch.randn(8, 32, generator=g) + 1
+    assert torch.allclose(batch_gaussian_sym_kl(p, q, reduction="mean"), _reference(p, q) / 32, rtol=1e-5)
+    try:
+        LossConfig(sim_reduction="max")
+    except ValueError as exc:
+        assert "sim_reduction" in str(exc)
+    else:
+        raise AssertionError("an unknown reduction was accepted")

@@ -10,22 +10,24 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 
-def batch_gaussian_sym_kl(p: Tensor, q: Tensor, eps: float = 1e-5) -> Tensor:
-    """Symmetric KL between per-dimension Gaussians fitted over a mini-batch, summed over
-    dimensions: for features (B, d), ``N(μ_j, σ_j² + eps)`` is fitted to each column of p
-    and of q, and ``KL(P‖Q) + KL(Q‖P)`` is returned (eqs. 15-16, as fixed by SPEC §3)."""
+def batch_gaussian_sym_kl(p: Tensor, q: Tensor, eps: float = 1e-5, reduction: str = "sum") -> Tensor:
+    """Symmetric KL between per-dimension Gaussians fitted over a mini-batch: for features
+    (B, d), ``N(μ_j, σ_j² + eps)`` is fitted to each column of p and of q, and
+    ``KL(P‖Q) + KL(Q‖P)`` is summed (SPEC §3) or averaged over the d dimensions
+    (eqs. 15-16)."""
     mu_p, mu_q = p.mean(dim=0), q.mean(dim=0)
     var_p = p.var(dim=0, unbiased=False) + eps
     var_q = q.var(dim=0, unbiased=False) + eps
     diff2 = (mu_p - mu_q) ** 2
     kl_pq = 0.5 * (torch.log(var_q / var_p) + (var_p + diff2) / var_q - 1.0)
     kl_qp = 0.5 * (torch.log(var_p / var_q) + (var_q + diff2) / var_p - 1.0)
-    return (kl_pq + kl_qp).sum()
+    kl = kl_pq + kl_qp
+    return kl.mean() if reduction == "mean" else kl.sum()
 
 
-def similarity_loss(h_learn: Tensor, h_a2v: Tensor, h_v2a: Tensor, eps: float = 1e-5) -> Tensor:
+def similarity_loss(h_learn: Tensor, h_a2v: Tensor, h_v2a: Tensor, eps: float = 1e-5, reduction: str = "sum") -> Tensor:
     """L_sim, eq. (17): ½ (L_{a-l} + L_{v-l})."""
-    return 0.5 * (batch_gaussian_sym_kl(h_learn, h_a2v, eps) + batch_gaussian_sym_kl(h_learn, h_v2a, eps))
+    return 0.5 * (batch_gaussian_sym_kl(h_learn, h_a2v, eps, reduction) + batch_gaussian_sym_kl(h_learn, h_v2a, eps, reduction))
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,13 @@ class LossConfig:
     lambda_v: float = 0.5
     lambda_sim: float = 0.3  # 0 is the "without L_sim" ablation
     eps: float = 1e-5
+    # "sum" over the d dimensions is SPEC §3; "mean" divides L_sim by d, which keeps it on the
+    # scale of the cross-entropy terms (with "sum" it is ~20-100x larger early in training).
+    sim_reduction: str = "sum"
+
+    def __post_init__(self) -> None:
+        if self.sim_reduction not in ("sum", "mean"):
+            raise ValueError(f"loss.sim_reduction must be 'sum' or 'mean', not {self.sim_reduction!r}")
 
 
 def _task_loss(logits: Tensor, target: Tensor, regression: bool) -> Tensor:
@@ -51,7 +60,7 @@ def total_loss(out: dict[str, Tensor], target: Tensor, cfg: LossConfig, regressi
             terms[f"loss_{key}"] = _task_loss(out[f"logits_{key}"], target, regression)
             total = total + weight * terms[f"loss_{key}"]
     if "h_learn" in out and cfg.lambda_sim > 0:
-        terms["loss_sim"] = similarity_loss(out["h_learn"], out["h_a2v"], out["h_v2a"], cfg.eps)
+        terms["loss_sim"] = similarity_loss(out["h_learn"], out["h_a2v"], out["h_v2a"], cfg.eps, cfg.sim_reduction)
         total = total + cfg.lambda_sim * terms["loss_sim"]
     terms["loss"] = total
     return terms
