@@ -39,7 +39,8 @@ def tiny_cache(tmp_path_factory) -> Path:
                 audio[c * 3 : c * 3 + 3] += 1.5
                 visual = rng.normal(0, 1, (1, 6)).astype(np.float32)
                 visual[0, c] += 2.0
-                write_clip(root, ClipRecord(id=f"{s}-{label}-{k}", label=label, speaker=s), audio, visual)
+                record = ClipRecord(id=f"{s}-{label}-{k}", label=label, speaker=s)
+                write_clip(root, record, {"audio": audio, "visual": visual})
     write_index(root, "tiny", LABELS, {"visual": {"kind": "features", "dim": 6}})
     folds = [{"train": SPEAKERS[:4], "val": [SPEAKERS[4]], "test": [SPEAKERS[5]]},
              {"train": SPEAKERS[2:], "val": [SPEAKERS[0]], "test": [SPEAKERS[1]]}]

@@ -93,19 +93,30 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
-    from attsf.data.audio import AudioConfig
-    from attsf.data.preprocess import run_jobs
-    from attsf.data.ravdess import LABELS, audio_au_jobs
+    from attsf.data.build import BuildOptions, build_cache
 
-    shard = _parse_shard(args.shard)
-    audio_cfg = AudioConfig(pad=args.pad)
-    if args.dataset != "ravdess":
-        raise AttsfError(f"dataset '{args.dataset}' is not supported yet (supported: ravdess)")
-    jobs, failures, visual = audio_au_jobs(args.root, args.au_csv, audio_cfg)
-    settings = {"audio": vars(audio_cfg) | {"n_frames": audio_cfg.n_frames}, "visual": visual}
-    summary = run_jobs(jobs, args.out, dataset="ravdess", labels=LABELS, settings=settings, workers=args.workers,
-                       shard=shard, failures=failures, progress=not args.quiet)
+    opts = BuildOptions(workers=args.workers, shard=_parse_shard(args.shard), pad=args.pad,
+                        visual_features=args.visual_features, weights=args.weights, text=args.text,
+                        audio_only=args.audio_only, au_csv=args.au_csv, allow_no_face=args.allow_no_face,
+                        detect_height=args.detect_height, progress=not args.quiet)
+    labels = args.labels.split(",") if args.labels else None
+    summary = build_cache(args.dataset, args.root, args.out, opts, labels)
     print("\n".join(summary.lines()))
+
+
+def cmd_convert_weights(args: argparse.Namespace) -> None:
+    from attsf.efficientface import convert_checkpoint
+
+    info = convert_checkpoint(args.src, args.dst)
+    print(f"{args.dst}: {info['tensors']} tensors, {info['parameters']:,} parameters "
+          f"(left out: {', '.join(info['dropped']) or 'nothing'}); loads strictly into EfficientFace")
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from attsf.data.qa import inspect_cache
+
+    sheet = None if args.no_sheet else (args.sheet or str(Path(args.cache) / "contact_sheet.png"))
+    print("\n".join(inspect_cache(args.cache, sheet, max_fallback=args.max_fallback, n_sheet=args.clips)))
 
 
 def _parse_shard(spec: str) -> tuple[int, int]:
@@ -154,15 +165,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_summary)
 
     pp = sub.add_parser("preprocess", help="build the clip cache from raw files")
-    pp.add_argument("dataset", choices=["ravdess"])
-    pp.add_argument("--root", required=True, help="dataset folder (RAVDESS: Actor_XX/ folders)")
+    pp.add_argument("dataset", choices=["ravdess", "iemocap", "mosi", "manifest"])
+    pp.add_argument("--root", required=True,
+                    help="dataset folder (RAVDESS: Actor_XX/; IEMOCAP: Session1..5/; MOSI: label.csv + Raw/, "
+                         "or a feature .pkl); manifest: the CSV")
     pp.add_argument("--out", required=True, help="cache directory")
-    pp.add_argument("--au-csv", help="OpenFace AU table joined by clip id as the visual input")
+    pp.add_argument("--workers", type=int, default=1, help="worker processes")
+    pp.add_argument("--shard", default="0/1", help="I/N: process every N-th clip starting at I (cluster arrays)")
+    pp.add_argument("--visual-features", default="frames", choices=["frames", "efficientface"],
+                    help="store 224x224 face crops, or per-frame 1024-d features of a frozen EfficientFace")
+    pp.add_argument("--weights", help="EfficientFace safetensors (from convert-weights) for --visual-features efficientface")
+    pp.add_argument("--text", help="sentence features: 'minilm' (bundled) or a folder with BERT weights")
+    pp.add_argument("--audio-only", action="store_true", help="no visual input (RAVDESS: use the 03-* files)")
+    pp.add_argument("--au-csv", help="RAVDESS: OpenFace AU table joined by clip id as the visual input")
+    pp.add_argument("--labels", help="manifest: label names in class order (default: order of appearance)")
+    pp.add_argument("--allow-no-face", action="store_true", help="centre crops for clips where no face is found")
+    pp.add_argument("--detect-height", type=int, default=360, help="frame height MTCNN runs at")
     pp.add_argument("--pad", default="centre", choices=["centre", "right"], help="padding of clips under 3.6 s")
-    pp.add_argument("--workers", type=int, default=1)
-    pp.add_argument("--shard", default="0/1", help="I/N: process every N-th clip starting at I")
     pp.add_argument("--quiet", action="store_true")
     pp.set_defaults(func=cmd_preprocess)
+
+    cw = sub.add_parser("convert-weights", help="EfficientFace authors' .pth.tar -> safetensors (no unpickling of code)")
+    cw.add_argument("src")
+    cw.add_argument("dst")
+    cw.set_defaults(func=cmd_convert_weights)
+
+    ins = sub.add_parser("inspect", help="counts, suspicious clips and a contact sheet of face crops of a cache")
+    ins.add_argument("cache")
+    ins.add_argument("--sheet", help="contact sheet PNG (default CACHE/contact_sheet.png)")
+    ins.add_argument("--no-sheet", action="store_true")
+    ins.add_argument("--clips", type=int, default=12, help="clips on the contact sheet")
+    ins.add_argument("--max-fallback", type=int, default=5, help="flag clips with at least this many fallback frames")
+    ins.set_defaults(func=cmd_inspect)
 
     d = sub.add_parser("demo", help="build a small sample set, train and evaluate (about 1 minute on 2 CPU cores)")
     d.add_argument("--out", default="runs/demo", help="where the demo data and run go")

@@ -83,10 +83,10 @@ class DemoJob:
     def clip_id(self) -> str:
         return self.path.stem
 
-    def __call__(self) -> tuple[ClipRecord, np.ndarray, np.ndarray]:
+    def __call__(self) -> tuple[ClipRecord, dict[str, np.ndarray]]:
         rng = np.random.default_rng(self.seed)
         record = ClipRecord(id=self.clip_id, label=self.label, speaker=self.speaker, source=str(self.path))
-        return record, mfcc_from_file(self.path), face_frames(self.label, rng)
+        return record, {"audio": mfcc_from_file(self.path), "visual": face_frames(self.label, rng)}
 
 
 def make_media(root: Path) -> list[DemoJob]:

@@ -13,8 +13,16 @@ not part of this encoder: it returns the 1024-d pooled feature of each frame.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
+
+from attsf.errors import AttsfError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _depthwise(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
@@ -160,3 +168,92 @@ class EfficientFace(nn.Module):
         x = self.modulator(self.stage2(x)) + self.local(x)
         x = self.conv5(self.stage4(self.stage3(x)))
         return x.mean(dim=(2, 3))
+
+
+class PixelNorm(nn.Module):
+    """(N, 3, H, W) uint8 or [0, 1] float -> ImageNet-normalised float, as EfficientFace was trained."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        return (x - self.mean) / self.std
+
+
+# --------------------------------------------------------------------------- weights
+def convert_checkpoint(src: str | Path, dst: str | Path) -> dict:
+    """The authors' checkpoint (``.pth.tar``: ``{"state_dict": {"module.conv1.0.weight": ...},
+    ...}``) -> a safetensors file of the encoder's weights (classifier ``fc`` dropped).
+
+    The source is read with ``torch.load(weights_only=True)``: tensors and plain containers
+    only, nothing executed. The result is checked by a strict load before it is written.
+    """
+    from safetensors.torch import save as st_save
+
+    from attsf.io import atomic_write_bytes
+
+    src = Path(src)
+    if not src.is_file():
+        raise AttsfError(f"{src}: checkpoint not found")
+    try:
+        ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reason a file is refused is reported in one line
+        raise AttsfError(f"{src}: not a checkpoint that loads with weights_only=True "
+                         f"({str(exc).splitlines()[0][:160]})") from None
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AttsfError(f"{src}: no state_dict of tensors in this checkpoint")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    dropped = sorted(k for k in state if k.startswith("fc."))
+    weights = {k: v.contiguous() for k, v in state.items() if not k.startswith("fc.")}
+    _strict_load(EfficientFace(), weights, src)
+    meta = {"format": "attsf-efficientface/1", "source": src.name, "dropped": ",".join(dropped)}
+    atomic_write_bytes(dst, st_save(weights, metadata=meta))
+    return {"tensors": len(weights), "dropped": dropped,
+            "parameters": sum(v.numel() for k, v in weights.items() if "running" not in k and "num_batches" not in k)}
+
+
+def _strict_load(model: nn.Module, weights: dict[str, torch.Tensor], src: Path) -> None:
+    result = model.load_state_dict(weights, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[0]})")
+    if result.unexpected_keys:
+        problems.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
+    if problems:
+        raise AttsfError(f"{src}: weights do not match EfficientFace: {'; '.join(problems)}")
+
+
+def load_encoder_weights(model: EfficientFace, path: str | Path) -> None:
+    """Load converted weights strictly (a shape mismatch is an error too)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise AttsfError(f"{path}: EfficientFace weights not found (convert the authors' checkpoint "
+                         f"with `attsf convert-weights`)")
+    try:
+        weights = load_file(path)
+    except Exception:  # noqa: BLE001
+        raise AttsfError(f"{path}: not a safetensors file") from None
+    try:
+        _strict_load(model, weights, path)
+    except RuntimeError as exc:
+        raise AttsfError(f"{path}: weights do not match EfficientFace ({str(exc).splitlines()[1].strip()})") from None
+
+
+class FaceEncoder:
+    """A frozen EfficientFace: (T, H, W, 3) uint8 face crops -> (T, 1024) float32 features."""
+
+    def __init__(self, weights: str | Path) -> None:
+        self.model = EfficientFace().eval()
+        load_encoder_weights(self.model, weights)
+        self.norm = PixelNorm()
+
+    @torch.inference_mode()
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        x = self.norm(torch.from_numpy(frames).permute(0, 3, 1, 2))
+        return self.model(x).numpy().astype(np.float32)

@@ -27,7 +27,8 @@ def batch_gaussian_sym_kl(p: Tensor, q: Tensor, eps: float = 1e-5, reduction: st
 
 def similarity_loss(h_learn: Tensor, h_a2v: Tensor, h_v2a: Tensor, eps: float = 1e-5, reduction: str = "sum") -> Tensor:
     """L_sim, eq. (17): ½ (L_{a-l} + L_{v-l})."""
-    return 0.5 * (batch_gaussian_sym_kl(h_learn, h_a2v, eps, reduction) + batch_gaussian_sym_kl(h_learn, h_v2a, eps, reduction))
+    kl_a = batch_gaussian_sym_kl(h_learn, h_a2v, eps, reduction)
+    return 0.5 * (kl_a + batch_gaussian_sym_kl(h_learn, h_v2a, eps, reduction))
 
 
 @dataclass(frozen=True)

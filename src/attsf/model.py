@@ -18,11 +18,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from attsf.efficientface import EfficientFace
+from attsf.efficientface import EfficientFace, PixelNorm
 
 Tensor = torch.Tensor
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # --------------------------------------------------------------------------- front-ends
@@ -69,8 +67,7 @@ class VisualFrontEnd(nn.Module):
         if mode == "efficientface":
             self.encoder = EfficientFace()
             in_dim = EfficientFace.out_dim
-            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+            self.pixel_norm = PixelNorm()
             self.input_norm: nn.Module = nn.Identity()
         else:
             self.input_norm = nn.BatchNorm1d(in_dim)
@@ -79,10 +76,7 @@ class VisualFrontEnd(nn.Module):
     def encode_frames(self, frames: Tensor) -> Tensor:
         """(B, T, 3, H, W) uint8 or [0, 1] float -> (B, T, 1024)."""
         b, t = frames.shape[:2]
-        x = frames.flatten(0, 1)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        x = (x - self.mean) / self.std
-        return self.encoder(x).view(b, t, -1)
+        return self.encoder(self.pixel_norm(frames.flatten(0, 1))).view(b, t, -1)
 
     def forward(self, visual: Tensor) -> Tensor:  # -> (B, T_v, d)
         x = self.encode_frames(visual) if self.mode == "efficientface" else visual.float()

@@ -43,17 +43,25 @@ def clip_path(cache_dir: Path, clip_id: str) -> Path:
     return cache_dir / "clips" / f"{clip_id}.safetensors"
 
 
-def write_clip(cache_dir: str | Path, record: ClipRecord, audio: np.ndarray | None,
-               visual: np.ndarray | None) -> Path:
+def write_clip(cache_dir: str | Path, record: ClipRecord, arrays: dict[str, np.ndarray]) -> Path:
+    """Write one clip atomically: ``audio`` (float32), ``visual`` (uint8 frames kept as
+    uint8, features as float32) and ``text`` (float32), each optional."""
     tensors = {}
-    if audio is not None:
-        tensors["audio"] = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-    if visual is not None:
-        dtype = np.uint8 if visual.dtype == np.uint8 else np.float32
-        tensors["visual"] = torch.from_numpy(np.ascontiguousarray(visual, dtype=dtype))
+    for key, value in arrays.items():
+        dtype = np.uint8 if key == "visual" and value.dtype == np.uint8 else np.float32
+        tensors[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=dtype))
     path = clip_path(Path(cache_dir), record.id)
     atomic_write_bytes(path, st_save(tensors, metadata={"record": json.dumps(asdict(record))}))
     return path
+
+
+def is_complete(path: Path) -> bool:
+    """True when a clip file exists and its header and record read back."""
+    try:
+        read_record(path)
+        return True
+    except Exception:  # noqa: BLE001 - any unreadable file is redone
+        return False
 
 
 def read_record(path: Path) -> ClipRecord:

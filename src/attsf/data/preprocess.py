@@ -1,5 +1,6 @@
 """Run preprocessing jobs into a clip cache: in worker processes, skipping clips already
-written, recording failures with a one-line reason, and rebuilding the index at the end."""
+written (a file that does not read back is redone), recording failures with a one-line
+reason, and rebuilding the index at the end."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from attsf.data.cache import ClipRecord, clip_path, write_clip, write_index
+from attsf.data.cache import ClipRecord, clip_path, is_complete, write_clip, write_index
 from attsf.errors import AttsfError
 from attsf.io import write_json
 
@@ -23,7 +24,7 @@ class Job(Protocol):
     @property
     def clip_id(self) -> str: ...
 
-    def __call__(self) -> tuple[ClipRecord, np.ndarray | None, np.ndarray | None]: ...
+    def __call__(self) -> tuple[ClipRecord, dict[str, np.ndarray]]: ...
 
 
 @dataclass
@@ -41,8 +42,8 @@ class Summary:
 
 
 def _run_one(job: Job, cache_dir: Path) -> tuple[str, int]:
-    record, audio, visual = job()
-    write_clip(cache_dir, record, audio, visual)
+    record, arrays = job()
+    write_clip(cache_dir, record, arrays)
     return record.id, record.fallback_frames
 
 
@@ -56,12 +57,14 @@ def run_jobs(jobs: Sequence[Job], cache_dir: str | Path, *, dataset: str, labels
              progress: bool = True, on_done: Callable[[str], None] | None = None) -> Summary:
     cache_dir = Path(cache_dir)
     (cache_dir / "clips").mkdir(parents=True, exist_ok=True)
+    for stale in (cache_dir / "clips").glob(".*.tmp"):  # left by a killed run
+        stale.unlink(missing_ok=True)
     index, count = shard
     mine = [job for i, job in enumerate(jobs) if i % count == index]
     summary = Summary(failures=list(failures or []))
     todo = []
     for job in mine:
-        if clip_path(cache_dir, job.clip_id).is_file():
+        if is_complete(clip_path(cache_dir, job.clip_id)):
             summary.skipped += 1
         else:
             todo.append(job)
@@ -84,7 +87,9 @@ def run_jobs(jobs: Sequence[Job], cache_dir: str | Path, *, dataset: str, labels
             except Exception as exc:  # noqa: BLE001 - any failure of one clip is reported, the run goes on
                 finish(job, None, exc)
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        from attsf.data.clips import limit_threads
+
+        with ProcessPoolExecutor(workers, initializer=limit_threads) as pool:
             futures = {pool.submit(_run_one, job, cache_dir): job for job in todo}
             for future in as_completed(futures):
                 exc = future.exception()

@@ -16,6 +16,7 @@ import numpy as np
 
 from attsf.data.audio import AudioConfig, mfcc_from_file
 from attsf.data.cache import ClipRecord
+from attsf.data.clips import ClipSource
 from attsf.errors import AttsfError
 
 LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
@@ -93,13 +94,15 @@ class AudioAUJob:
         name = parse_name(self.path)
         return name.av_id if self.au is not None else self.path.stem
 
-    def __call__(self) -> tuple[ClipRecord, np.ndarray, np.ndarray | None]:
+    def __call__(self) -> tuple[ClipRecord, dict[str, np.ndarray]]:
         name = parse_name(self.path)
         record = ClipRecord(id=self.clip_id, label=name.label, speaker=name.actor, source=str(self.path),
                             extra={"intensity": name.intensity, "statement": name.statement,
                                    "repetition": name.repetition})
-        visual = None if self.au is None else self.au[None, :]  # a feature sequence of length 1
-        return record, mfcc_from_file(self.path, self.audio_cfg), visual
+        arrays = {"audio": mfcc_from_file(self.path, self.audio_cfg)}
+        if self.au is not None:
+            arrays["visual"] = self.au[None, :]  # a feature sequence of length 1
+        return record, arrays
 
 
 def audio_au_jobs(root: str | Path, au_csv: str | Path | None,
@@ -121,3 +124,29 @@ def audio_au_jobs(root: str | Path, au_csv: str | Path | None,
         jobs.append(AudioAUJob(path, au, audio_cfg))
     visual = {"kind": "features", "dim": len(names), "names": names, "source": str(au_csv)} if au_csv else {"kind": "none"}
     return jobs, failures, visual
+
+
+def media_sources(root: str | Path, audio_only: bool = False) -> tuple[list[ClipSource], list[tuple[str, str]]]:
+    """Speech clips under ``root`` (``Actor_XX/`` folders): the audio-video files
+    (``01-01-*.mp4``, audio from their own track), or with ``audio_only`` (or when there are
+    none) the audio-only files (``03-01-*``, WAV or FLAC). Files whose name does not fit
+    the scheme are returned as failures."""
+    root = Path(root)
+    if not root.is_dir():
+        raise AttsfError(f"{root}: folder not found")
+    videos = [] if audio_only else sorted(p for p in root.rglob("01-*") if p.suffix.lower() == ".mp4")
+    files = videos or sorted(p for p in root.rglob("03-*") if p.suffix.lower() in (".wav", ".flac"))
+    if not files:
+        raise AttsfError(f"{root}: no RAVDESS clips (01-*.mp4, or 03-*.wav|flac) found")
+    sources, failures = [], []
+    for path in files:
+        try:
+            name = parse_name(path)
+        except AttsfError as exc:
+            failures.append((str(path), str(exc).split(": ", 1)[1]))
+            continue
+        if name.vocal != "01":
+            continue  # song
+        extra = {"intensity": name.intensity, "statement": name.statement, "repetition": name.repetition}
+        sources.append(ClipSource(media=path, clip_id=path.stem, label=name.label, speaker=name.actor, extra=extra))
+    return sources, failures

@@ -1,0 +1,104 @@
+"""Face crops as SPEC §1: MTCNN (facenet-pytorch) on a downscaled copy of the sampled
+frames, in one batch per clip; the crop is cut from the full-resolution frame, squared
+with a margin and resized to 224x224. A frame without a face takes the box of the
+nearest frame that has one; a clip without any face is an error (or, if allowed, centre
+crops). Training-time augmentation never happens here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from attsf.errors import AttsfError
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    size: int = 224  # output crop side
+    detect_height: int = 360  # MTCNN runs on frames scaled to this height
+    min_face: int = 24  # smallest face MTCNN looks for, in pixels of the detection copy
+    threshold: float = 0.9  # minimum face probability
+    margin: float = 0.2  # the square crop's side is (1 + margin) x the box's longer side
+    require_face: bool = True  # a clip with no face at all fails (False: centre crops)
+
+
+@dataclass
+class FaceCrops:
+    frames: np.ndarray  # (T, size, size, 3) uint8
+    boxes: list[Box]  # the square crop box per frame, full-resolution pixels
+    detected: list[bool]  # False where the frame fell back
+    fallback_frames: int
+
+
+class FaceCropper:
+    """One MTCNN, reused for every clip of a process."""
+
+    def __init__(self, cfg: FaceConfig = FaceConfig(), device: str = "cpu") -> None:
+        from facenet_pytorch import MTCNN
+
+        self.cfg = cfg
+        self.mtcnn = MTCNN(min_face_size=cfg.min_face, thresholds=[0.6, 0.7, 0.7], keep_all=True, device=device)
+
+    def detect(self, small: list[np.ndarray]) -> list[Box | None]:
+        """The largest face per frame (detection-copy pixels) or None."""
+        boxes, probs = self.mtcnn.detect(np.stack(small))
+        out: list[Box | None] = []
+        for b, p in zip(boxes, probs):
+            if b is None:
+                out.append(None)
+                continue
+            keep = [box for box, prob in zip(b, p) if prob is not None and prob >= self.cfg.threshold]
+            if not keep:
+                out.append(None)
+                continue
+            x0, y0, x1, y1 = max(keep, key=lambda q: (q[2] - q[0]) * (q[3] - q[1]))
+            out.append((float(x0), float(y0), float(x1), float(y1)))
+        return out
+
+    def __call__(self, full: list[np.ndarray], small: list[np.ndarray], scale: float, source: str = "") -> FaceCrops:
+        found = self.detect(small)
+        detected = [b is not None for b in found]
+        if not any(detected) and self.cfg.require_face:
+            raise AttsfError(f"{source}: no face found in any of the {len(full)} frames")
+        height, width = full[0].shape[:2]
+        boxes = []
+        for i, box in enumerate(found):
+            if box is None:
+                box = _nearest(found, i)
+            if box is None:
+                boxes.append(centre_square(width, height))
+            else:
+                boxes.append(square_box(tuple(v * scale for v in box), self.cfg.margin, width, height))
+        crops = np.stack([crop(frame, box, self.cfg.size) for frame, box in zip(full, boxes)])
+        return FaceCrops(crops, boxes, detected, detected.count(False))
+
+
+def _nearest(found: list[Box | None], i: int) -> Box | None:
+    order = sorted(range(len(found)), key=lambda j: (abs(j - i), j))
+    return next((found[j] for j in order if found[j] is not None), None)
+
+
+def square_box(box: Box, margin: float, width: int, height: int) -> Box:
+    """A square around ``box`` enlarged by ``margin``, shifted (not cut) to stay inside the frame."""
+    x0, y0, x1, y1 = box
+    side = min(max(x1 - x0, y1 - y0) * (1 + margin), width, height)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left = min(max(cx - side / 2, 0), width - side)
+    top = min(max(cy - side / 2, 0), height - side)
+    return (left, top, left + side, top + side)
+
+
+def centre_square(width: int, height: int) -> Box:
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return (left, top, left + side, top + side)
+
+
+def crop(frame: np.ndarray, box: Box, size: int) -> np.ndarray:
+    x0, y0, x1, y1 = (round(v) for v in box)
+    return np.asarray(Image.fromarray(frame[y0:y1, x0:x1]).resize((size, size), Image.BILINEAR))

@@ -1,0 +1,177 @@
+"""Decoding media with PyAV: probing, audio from any container, and only the video frames
+that preprocessing needs (SPEC §1: 15 frames, uniform over the clip's centre 3.6 s).
+
+Every failure is an :class:`AttsfError` naming the file and the problem in one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from attsf.errors import AttsfError
+
+Segment = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    duration: float  # seconds (0 when unknown)
+    has_audio: bool
+    has_video: bool
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+
+
+def _open(path: Path):
+    if not path.is_file():
+        raise AttsfError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise AttsfError(f"{path}: file is empty (zero length)")
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as exc:
+        raise AttsfError(f"{path}: not a readable media file ({_av_reason(exc)})") from None
+
+
+def _av_reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Streams and duration of a media file, from its headers."""
+    path = Path(path)
+    with _open(path) as container:
+        video = container.streams.video[0] if container.streams.video else None
+        duration = container.duration / av.time_base if container.duration else 0.0
+        if video is not None:
+            rate = float(video.average_rate or video.guessed_rate or 0)
+            if not duration and video.duration and video.time_base:
+                duration = float(video.duration * video.time_base)
+            return MediaInfo(duration, bool(container.streams.audio), True, video.codec_context.width,
+                             video.codec_context.height, rate)
+        return MediaInfo(duration, bool(container.streams.audio), False)
+
+
+def decode_audio(path: str | Path, sample_rate: int = 16000, segment: Segment | None = None) -> np.ndarray:
+    """The first audio stream of any container, as mono float32 at ``sample_rate``;
+    ``segment`` (start, end) in seconds keeps only that part."""
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise AttsfError(f"{path}: no audio stream")
+        stream = container.streams.audio[0]
+        stream.thread_type = "AUTO"
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        start_time = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        if segment and segment[0] > 1.0:
+            container.seek(int((start_time + segment[0] - 0.5) / stream.time_base), stream=stream, backward=True)
+        chunks, first = [], None
+        try:
+            for frame in container.decode(stream):
+                if first is None:
+                    first = (frame.time if frame.time is not None else start_time) - start_time
+                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+                if segment and frame.time is not None and frame.time - start_time > segment[1]:
+                    break
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+        except av.FFmpegError as exc:
+            if not chunks:
+                raise AttsfError(f"{path}: cannot decode audio ({_av_reason(exc)})") from None
+    y = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if segment:
+        lo = max(0, round((segment[0] - (first or 0.0)) * sample_rate))
+        y = y[lo : lo + round((segment[1] - segment[0]) * sample_rate)]
+    if y.size == 0:
+        raise AttsfError(f"{path}: audio has zero length")
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def frame_times(start: float, end: float, n: int, span: float) -> np.ndarray:
+    """``n`` times, one at the centre of each of ``n`` equal bins over the centre ``span``
+    seconds of [start, end] (all of it when shorter)."""
+    length = max(end - start, 0.0)
+    used = min(span, length)
+    t0 = start + (length - used) / 2
+    return t0 + (np.arange(n) + 0.5) * used / n
+
+
+@dataclass
+class SampledFrames:
+    full: list[np.ndarray]  # n frames (H, W, 3) uint8 RGB at full resolution (of the region)
+    small: list[np.ndarray]  # the same frames downscaled for face detection
+    scale: float  # full / small
+    times: np.ndarray  # the target times (seconds from the clip start)
+    offset_x: int = 0  # left edge of the region in the original frame
+
+
+def sample_frames(path: str | Path, n: int = 15, span: float = 3.6, small_height: int = 360,
+                  segment: Segment | None = None, region: tuple[float, float] | None = None) -> SampledFrames:
+    """Decode only up to the last needed frame and convert only the ``n`` chosen ones.
+
+    ``region`` (x0, x1) keeps a horizontal slice of each frame, as fractions of its width
+    (IEMOCAP: the speaking actor's half).
+    """
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise AttsfError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width or not height:
+            raise AttsfError(f"{path}: video stream has no frame size (unsupported codec?)")
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        start_time = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        if segment is not None:
+            lo, hi = segment
+        else:
+            lo = 0.0
+            if stream.duration and stream.time_base:
+                hi = float(stream.duration * stream.time_base)
+            elif container.duration:
+                hi = container.duration / av.time_base
+            elif stream.frames:
+                hi = stream.frames / fps
+            else:
+                raise AttsfError(f"{path}: video duration unknown")
+        if hi <= lo:
+            raise AttsfError(f"{path}: video has zero length")
+        times = frame_times(lo, hi, n, span)
+        if times[0] > 2.0:
+            container.seek(int((start_time + times[0] - 1.0) / stream.time_base), stream=stream, backward=True)
+        x0, x1 = (round(region[0] * width), round(region[1] * width)) if region else (0, width)
+        s_height = min(small_height, height)
+        scale = height / s_height
+        s_width = max(2, round((x1 - x0) / scale))
+        picked: list[av.VideoFrame] = []
+        half = 0.5 / fps
+        try:
+            for frame in container.decode(stream):
+                t = (frame.time if frame.time is not None else 0.0) - start_time
+                while len(picked) < n and t + half >= times[len(picked)]:
+                    picked.append(frame)
+                if len(picked) == n:
+                    break
+        except av.FFmpegError as exc:
+            if not picked:
+                raise AttsfError(f"{path}: cannot decode video ({_av_reason(exc)})") from None
+        if not picked:
+            raise AttsfError(f"{path}: no video frame decoded in {lo:.2f}-{hi:.2f} s")
+        picked += [picked[-1]] * (n - len(picked))  # the stream ended before its stated duration
+        full, small, cache = [], [], {}
+        for frame in picked:
+            if id(frame) not in cache:
+                rgb = frame.to_ndarray(format="rgb24")[:, x0:x1]
+                s_full = round(width / scale)
+                little = frame.reformat(width=s_full, height=s_height, format="rgb24").to_ndarray()
+                sx0 = round(x0 / scale)
+                cache[id(frame)] = (np.ascontiguousarray(rgb), np.ascontiguousarray(little[:, sx0 : sx0 + s_width]))
+            full.append(cache[id(frame)][0])
+            small.append(cache[id(frame)][1])
+    return SampledFrames(full, small, scale, times, x0)
