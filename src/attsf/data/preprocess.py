@@ -47,9 +47,12 @@ def _run_one(job: Job, cache_dir: Path) -> tuple[str, int]:
     return record.id, record.fallback_frames
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, path: str) -> str:
+    """One line; the file name is dropped when it is the job's own (the summary names it)."""
     text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-    return text.split(": ", 1)[1] if isinstance(exc, AttsfError) and ": " in text else text
+    if not isinstance(exc, AttsfError):
+        return f"{exc.__class__.__name__}: {text}"
+    return text.removeprefix(f"{path}: ")
 
 
 def run_jobs(jobs: Sequence[Job], cache_dir: str | Path, *, dataset: str, labels: list[str], settings: dict,
@@ -72,7 +75,7 @@ def run_jobs(jobs: Sequence[Job], cache_dir: str | Path, *, dataset: str, labels
 
     def finish(job: Job, result: tuple[str, int] | None, exc: BaseException | None) -> None:
         if exc is not None:
-            summary.failures.append((str(job.path), _reason(exc)))
+            summary.failures.append((str(job.path), _reason(exc, str(job.path))))
         else:
             summary.done += 1
             summary.fallback_frames += result[1]

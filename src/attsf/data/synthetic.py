@@ -8,6 +8,7 @@ whose pitch contour, rate and loudness depend on a class label.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class Actor:
         return (x + x0 * s, y + y0 * s, x + x1 * s, y + y1 * s)
 
 
+@functools.lru_cache(maxsize=8)
 def _photo(size: int, mirror: bool) -> np.ndarray:
     from PIL import Image
     from skimage import data

@@ -1,0 +1,166 @@
+"""`attsf preprocess` on each dataset layout in miniature, real media, real MTCNN."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from attsf.data.cache import ClipCache, clip_path
+from tests import layouts
+from tests.conftest import run_cli
+
+
+def _failures(cache) -> dict[str, str]:
+    rows = json.loads((cache / "failures.shard0of1.json").read_text())
+    return {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in rows}
+
+
+@pytest.fixture(scope="module")
+def ravdess_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ravdess")
+    return root, layouts.ravdess(root)
+
+
+def test_ravdess_video(ravdess_root, tmp_path):
+    root, expected = ravdess_root
+    cache = tmp_path / "cache"
+    out = run_cli("preprocess", "ravdess", "--root", str(root), "--out", str(cache), "--workers", "2", "--quiet").stdout
+    assert "clips written 3, already cached 0, failed 4" in out
+    c = ClipCache(cache)
+    assert {r.id: (r.label, r.speaker) for r in c.records} == expected
+    assert c.settings["visual"]["kind"] == "frames"
+    for r in c.records:
+        arrays = c.load(r)
+        assert tuple(arrays["audio"].shape) == (12, 121) and tuple(arrays["visual"].shape) == (15, 224, 224, 3)
+        assert r.fallback_frames == 0 and len(r.extra["face_boxes"]) == 15
+    fails = _failures(cache)
+    assert "RAVDESS scheme" in fails["01-01-09-01-01-01-02.mp4"]
+    assert "not a readable media file" in fails["01-01-04-01-01-01-02.mp4"]
+    assert fails["01-01-06-01-01-01-01.mp4"] == "no audio stream"
+    assert fails["01-01-07-01-01-01-01.mp4"].startswith("no face found")
+    assert not list((cache / "clips").glob("*.tmp")) and not list((cache / "clips").glob(".*"))
+
+    # a killed run: one clip half-written, one missing, a stale temp file
+    first, second = (clip_path(cache, r.id) for r in c.records[:2])
+    first.write_bytes(first.read_bytes()[:100])
+    second.unlink()
+    (cache / "clips" / f".{second.name}.abc.tmp").write_bytes(b"partial")
+    out = run_cli("preprocess", "ravdess", "--root", str(root), "--out", str(cache), "--quiet").stdout
+    assert "clips written 2, already cached 1" in out
+    assert len(ClipCache(cache).records) == 3 and not list((cache / "clips").glob(".*.tmp"))
+
+
+def test_ravdess_audio_only_and_shards(ravdess_root, tmp_path):
+    root, _ = ravdess_root
+    cache = tmp_path / "cache"
+    for shard in ("0/2", "1/2"):
+        run_cli("preprocess", "ravdess", "--root", str(root), "--out", str(cache), "--audio-only", "--shard", shard,
+                "--quiet")
+    c = ClipCache(cache)
+    assert {r.id: r.label for r in c.records} == {"03-01-03-01-01-01-01": "happy", "03-01-04-02-02-02-02": "sad"}
+    assert c.settings["visual"]["kind"] == "none" and set(c.load(c.records[0])) == {"audio"}
+
+
+def test_iemocap_layout(tmp_path):
+    root = tmp_path / "IEMOCAP_full_release"
+    expected = layouts.iemocap(root)
+    cache = tmp_path / "cache"
+    run_cli("preprocess", "iemocap", "--root", str(root), "--out", str(cache), "--quiet")
+    c = ClipCache(cache)
+    assert c.labels == ["neutral", "happy", "sad", "angry"]
+    assert {r.id: (r.label, r.speaker, r.split) for r in c.records} == {k: v[:3] for k, v in expected.items()}
+    for r in c.records:
+        xs = np.array(r.extra["face_boxes"])[:, [0, 2]]
+        side = expected[r.id][3]
+        assert (xs.max() <= 240) if side == "left" else (xs.min() >= 240), (r.id, side, xs)
+        assert r.fallback_frames == 0
+    assert next(r for r in c.records if r.id == "Ses01F_impro01_F000").extra["text"] == "Excuse me."
+    audio = c.load(c.records[0])["audio"]
+    assert tuple(audio.shape) == (12, 121)
+
+
+def test_mosi_raw_with_text(tmp_path):
+    root = tmp_path / "MOSI"
+    expected = layouts.mosi_raw(root)
+    cache = tmp_path / "cache"
+    run_cli("preprocess", "mosi", "--root", str(root), "--out", str(cache), "--text", "minilm", "--quiet")
+    c = ClipCache(cache)
+    got = {r.id: (r.label, r.extra["score"], r.speaker, r.split) for r in c.records}
+    assert got == expected
+    assert c.settings["text"] == {"model": "minilm", "dim": 384}
+    texts = [c.load(r)["text"] for r in c.records]
+    assert all(tuple(t.shape) == (384,) for t in texts)
+    assert float(texts[0] @ texts[2]) < 0.95 * float(texts[0] @ texts[0])  # different sentences, different features
+
+
+def test_mosi_pickle_and_refusal(tmp_path):
+    pkl = tmp_path / "aligned_50.pkl"
+    layouts.mosi_pickle(pkl)
+    cache = tmp_path / "cache"
+    run_cli("preprocess", "mosi", "--root", str(pkl), "--out", str(cache), "--quiet")
+    c = ClipCache(cache)
+    assert len(c.records) == 10 and {r.split for r in c.records} == {"train", "val", "test"}
+    arrays = c.load(c.records[0])
+    assert tuple(arrays["audio"].shape) == (5, 50) and tuple(arrays["visual"].shape) == (50, 20)
+    assert tuple(arrays["text"].shape) == (50, 768)
+    assert c.settings["audio"] == {"kind": "features", "dim": 5}
+
+    evil, marker = tmp_path / "evil.pkl", tmp_path / "pwned"
+    layouts.evil_pickle(evil, marker)
+    proc = run_cli("preprocess", "mosi", "--root", str(evil), "--out", str(tmp_path / "c2"), check=False)
+    assert proc.returncode == 2 and "refused: forbidden global" in proc.stderr and "Traceback" not in proc.stderr
+    assert not marker.exists()
+
+
+def test_manifest_audio_and_features(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        sf.write(tmp_path / f"a{i}.wav", layouts._voice("neutral", i, 2.0), 22050)
+    (tmp_path / "audio.csv").write_text("path,label,speaker\na0.wav,calm,s1\na1.wav,tense,s2\na2.wav,calm,s2\n")
+    cache = tmp_path / "cache_audio"
+    run_cli("preprocess", "manifest", "--root", str(tmp_path / "audio.csv"), "--out", str(cache),
+            "--labels", "tense,calm", "--quiet")
+    c = ClipCache(cache)
+    assert c.labels == ["tense", "calm"] and c.settings["visual"]["kind"] == "none" and len(c.records) == 3
+
+    np.save(tmp_path / "f0.npy", rng.normal(size=(30, 7)).astype(np.float32))
+    with (tmp_path / "f1.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["frame", " timestamp", " AU01_r", " AU02_r", " AU04_r", " AU01_c", " AU02_c", " AU04_c", " gaze_0_x"])
+        for k in range(40):
+            w.writerow([k, k / 30, *rng.uniform(0, 5, 3).round(2), *rng.integers(0, 2, 3), 0.1])
+    (tmp_path / "feats.csv").write_text(
+        "path,label,split,features\na0.wav,calm,train,f0.npy\na1.wav,tense,test,f1.csv\na2.wav,calm,val,missing.npy\n")
+    cache = tmp_path / "cache_feats"
+    out = run_cli("preprocess", "manifest", "--root", str(tmp_path / "feats.csv"), "--out", str(cache), "--quiet").stdout
+    assert "clips written 2" in out and "failed 1" in out and "missing.npy: feature file not found" in out
+    c = ClipCache(cache)
+    shapes = {r.id: tuple(c.load(r)["visual"].shape) for r in c.records}
+    assert shapes == {"a0": (15, 7), "a1": (15, 6)} and c.settings["visual"] == {"kind": "features", "dim": 7}
+
+
+def test_inspect_writes_contact_sheet(ravdess_root, tmp_path):
+    root, _ = ravdess_root
+    cache = tmp_path / "cache"
+    run_cli("preprocess", "ravdess", "--root", str(root), "--out", str(cache), "--quiet")
+    out = run_cli("inspect", str(cache)).stdout
+    assert "3 clips" in out and "per class: angry 1, happy 1, neutral 1" in out and "per speaker: 01 2, 02 1" in out
+    sheet = cache / "contact_sheet.png"
+    from PIL import Image
+
+    img = np.asarray(Image.open(sheet))
+    assert img.shape[0] > 100 and img.shape[1] > 500 and img[..., :3].std() > 20
+
+
+def test_preprocess_bad_arguments(tmp_path):
+    for args, text in [(["ravdess", "--root", str(tmp_path / "nope")], "folder not found"),
+                       (["iemocap", "--root", str(tmp_path)], "no Session1..5 folders"),
+                       (["mosi", "--root", str(tmp_path)], "label.csv not found"),
+                       (["manifest", "--root", str(tmp_path / "m.csv")], "manifest not found"),
+                       (["ravdess", "--root", str(tmp_path), "--shard", "3/2"], "--shard 3/2")]:
+        proc = run_cli("preprocess", *args, "--out", str(tmp_path / "c"), check=False)
+        assert proc.returncode == 2 and text in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
