@@ -21,7 +21,7 @@ def _voice(label: str, seed: int, seconds: float) -> np.ndarray:
 
 def small_clip(path: Path, label: str = "happy", seed: int = 0, seconds: float = 2.0, face: bool = True,
                audio: bool = True) -> Path:
-    actors = [Actor(x=40 + 20 * (seed % 5), y=10, size=250, vx=40)] if face else []
+    actors = [Actor(x=30 + 20 * (seed % 5), y=-20, size=300, vx=40)] if face else []
     return write_media(path, actors=actors, seconds=seconds, size=SMALL, fps=30,
                        audio=_voice(label, seed, seconds) if audio else None)
 
@@ -58,7 +58,7 @@ def iemocap(root: Path) -> dict[str, tuple[str, str, str, str]]:
         session, dialog = key.split("/")
         base = root / session
         write_media(base / "dialog" / "avi" / "DivX" / f"{dialog}.avi",
-                    actors=[Actor(20, 50, 200), Actor(262, 40, 210, mirror=True)],
+                    actors=[Actor(-30, 40, 260), Actor(250, 30, 260, mirror=True)],
                     seconds=6.0, size=(480, 320), fps=30, vcodec="mpeg4")
         ev, tr = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""], []
         for k, (s, e, who, code, text) in enumerate(utts):

@@ -52,8 +52,8 @@ def test_frame_times_are_uniform_over_the_centre():
 
 def test_mtcnn_finds_the_moving_face(clip720, cropper):
     path, actor = clip720
-    frames = sample_frames(path, 15, 3.6, small_height=360)
-    assert len(frames.full) == 15 and frames.full[0].shape == (720, 1280, 3) and frames.small[0].shape == (360, 640, 3)
+    frames = sample_frames(path, 15, 3.6, small_height=288)
+    assert len(frames.full) == 15 and frames.full[0].shape == (720, 1280, 3) and frames.small[0].shape == (288, 512, 3)
     found = cropper.detect(frames.small)
     assert all(b is not None for b in found)
     overlaps = [iou([v * frames.scale for v in box], actor.face_box(t)) for box, t in zip(found, frames.times)]
@@ -67,7 +67,7 @@ def test_mtcnn_finds_the_moving_face(clip720, cropper):
 
 def test_fallback_to_nearest_box_then_error(clip720, cropper):
     path, _ = clip720
-    frames = sample_frames(path, 15, 3.6, small_height=360)
+    frames = sample_frames(path, 15, 3.6, small_height=288)
     blank = [np.full_like(f, 128) for f in frames.small]
     small = frames.small[:5] + blank[5:]  # faces only in the first five frames
     crops = cropper(frames.full, small, frames.scale, "x")

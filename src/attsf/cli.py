@@ -98,7 +98,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     opts = BuildOptions(workers=args.workers, shard=_parse_shard(args.shard), pad=args.pad,
                         visual_features=args.visual_features, weights=args.weights, text=args.text,
                         audio_only=args.audio_only, au_csv=args.au_csv, allow_no_face=args.allow_no_face,
-                        detect_height=args.detect_height, progress=not args.quiet)
+                        detect_height=args.detect_height, min_face=args.min_face, progress=not args.quiet)
     labels = args.labels.split(",") if args.labels else None
     summary = build_cache(args.dataset, args.root, args.out, opts, labels)
     print("\n".join(summary.lines()))
@@ -180,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--au-csv", help="RAVDESS: OpenFace AU table joined by clip id as the visual input")
     pp.add_argument("--labels", help="manifest: label names in class order (default: order of appearance)")
     pp.add_argument("--allow-no-face", action="store_true", help="centre crops for clips where no face is found")
-    pp.add_argument("--detect-height", type=int, default=360, help="frame height MTCNN runs at")
+    pp.add_argument("--detect-height", type=int, default=288, help="frame height MTCNN runs at")
+    pp.add_argument("--min-face", type=int, default=40,
+                    help="smallest face looked for, in pixels at --detect-height (lower it for small faces)")
     pp.add_argument("--pad", default="centre", choices=["centre", "right"], help="padding of clips under 3.6 s")
     pp.add_argument("--quiet", action="store_true")
     pp.set_defaults(func=cmd_preprocess)

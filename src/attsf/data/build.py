@@ -27,7 +27,8 @@ class BuildOptions:
     audio_only: bool = False
     au_csv: str | None = None  # RAVDESS: OpenFace AU table as the visual input
     allow_no_face: bool = False
-    detect_height: int = 360
+    detect_height: int = 288
+    min_face: int = 40
     progress: bool = True
 
 
@@ -49,7 +50,7 @@ def _settings(opts: BuildOptions, visual: str) -> PrepSettings:
         if not Path(opts.weights).is_file():
             raise AttsfError(f"{opts.weights}: EfficientFace weights not found")
         visual = "efficientface"
-    faces = FaceConfig(detect_height=opts.detect_height, require_face=not opts.allow_no_face)
+    faces = FaceConfig(detect_height=opts.detect_height, min_face=opts.min_face, require_face=not opts.allow_no_face)
     return PrepSettings(audio=AudioConfig(pad=opts.pad), faces=faces, visual=visual, weights=opts.weights,
                         text=opts.text)
 

@@ -110,7 +110,7 @@ class SampledFrames:
     offset_x: int = 0  # left edge of the region in the original frame
 
 
-def sample_frames(path: str | Path, n: int = 15, span: float = 3.6, small_height: int = 360,
+def sample_frames(path: str | Path, n: int = 15, span: float = 3.6, small_height: int = 288,
                   segment: Segment | None = None, region: tuple[float, float] | None = None) -> SampledFrames:
     """Decode only up to the last needed frame and convert only the ``n`` chosen ones.
 
