@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint bench clean
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,10 +16,16 @@ $(STAMP): pyproject.toml requirements.txt
 
 setup: $(STAMP)
 
+# Debian's chromium for the web-page test (skipped with a reason where it cannot be installed)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium not installed: the browser test will be skipped"
+
 demo: $(STAMP)
 	$(BIN)/attsf demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -27,6 +33,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/preprocess.py
+	$(BIN)/python bench/predict.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

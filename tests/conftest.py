@@ -60,3 +60,12 @@ def run_cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess
     if check and proc.returncode != 0:
         raise AssertionError(f"attsf {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """``attsf demo`` with one epoch: a finished run directory that later commands use."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    proc = run_cli("demo", "--epochs", "1", "--out", str(out), timeout=600)
+    (out / "stdout.txt").write_text(proc.stdout)
+    return out

@@ -8,7 +8,8 @@ from attsf.cli import build_parser
 
 def test_help_lists_every_command():
     out = run_cli("--help").stdout
-    for cmd in ("train", "evaluate", "cv", "summary", "preprocess", "demo"):
+    for cmd in ("train", "evaluate", "cv", "summary", "preprocess", "convert-weights", "inspect", "predict", "serve",
+                "demo"):
         assert cmd in out
 
 
@@ -66,8 +67,8 @@ def test_empty_split_and_unknown_label_are_reported(tiny_overrides, tiny_cache, 
     assert proc.returncode == 2 and "unknown label(s) bored" in proc.stderr
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    out = run_cli("demo", "--epochs", "1", "--out", str(tmp_path / "demo"), timeout=600).stdout
+def test_demo_runs_end_to_end(demo_dir):
+    out = (demo_dir / "stdout.txt").read_text()
     assert "not an accuracy result" in out and "[3/3] test speaker 06: accuracy" in out
-    assert (tmp_path / "demo" / "run" / "metrics.json").is_file()
-    assert len(list((tmp_path / "demo" / "cache" / "clips").glob("*.safetensors"))) == 96
+    assert (demo_dir / "run" / "metrics.json").is_file()
+    assert len(list((demo_dir / "cache" / "clips").glob("*.safetensors"))) == 96

@@ -119,6 +119,61 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     print("\n".join(inspect_cache(args.cache, sheet, max_fallback=args.max_fallback, n_sheet=args.clips)))
 
 
+MEDIA_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".wav", ".flac", ".ogg", ".mp3", ".m4a"}
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from attsf.predict import EmotionRecognizer
+
+    paths: list[Path] = []
+    for item in map(Path, args.clips):
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in MEDIA_SUFFIXES)
+        else:
+            paths.append(item)
+    if not paths:
+        raise AttsfError("no clips given (or no media files in the folder)")
+    rec = EmotionRecognizer.from_pretrained(args.run)
+    results = rec.predict_many(paths)
+    as_csv = args.csv or (len(args.clips) == 1 and Path(args.clips[0]).is_dir() and not args.json)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    elif as_csv:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["path", "label", *[f"p_{k}" for k in rec.labels], "fallback_frames", "seconds", "error"])
+        for r in results:
+            w.writerow([r.path, r.label, *[f"{r.probabilities.get(k, 0):.4f}" for k in rec.labels], r.fallback_frames,
+                        f"{r.timings.get('total', 0):.3f}", r.error or ""])
+        print(buf.getvalue(), end="")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("clip", "emotion", "p", "audio head", "visual head", "fallback", "s")
+        for r in results:
+            if r.error:
+                continue
+            top = lambda d: f"{max(d, key=d.get)} {max(d.values()):.2f}" if d else "-"  # noqa: E731
+            table.add_row(Path(r.path).name, r.label, f"{r.probabilities[r.label]:.2f}", top(r.audio_probabilities),
+                          top(r.visual_probabilities), str(r.fallback_frames), f"{r.timings.get('total', 0):.2f}")
+        Console().print(table)
+    failed = [r for r in results if r.error]
+    for r in failed:
+        print(f"attsf: error: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from attsf.serve import ServeLimits, serve
+
+    limits = ServeLimits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_seconds, max_pending=args.max_pending)
+    serve(args.run, args.host, args.port, limits)
+
+
 def _parse_shard(spec: str) -> tuple[int, int]:
     try:
         index, count = (int(x) for x in spec.split("/"))
@@ -200,6 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--max-fallback", type=int, default=5, help="flag clips with at least this many fallback frames")
     ins.set_defaults(func=cmd_inspect)
 
+    pr = sub.add_parser("predict", help="emotion of your own clips (table, --json, or CSV for a folder)")
+    pr.add_argument("clips", nargs="+", help="video or audio files, or folders of them")
+    pr.add_argument("--run", required=True, help="run directory or weights .safetensors (with its .json sidecar)")
+    pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.add_argument("--csv", action="store_true", help="print CSV (the default for a folder)")
+    pr.set_defaults(func=cmd_predict)
+
+    sv = sub.add_parser("serve", help="web page and JSON API for predictions")
+    sv.add_argument("--run", required=True, help="run directory or weights .safetensors")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-mb", type=float, default=50, help="upload size limit in MB")
+    sv.add_argument("--max-seconds", type=float, default=60, help="clip duration limit")
+    sv.add_argument("--max-pending", type=int, default=4, help="requests in flight before 503")
+    sv.set_defaults(func=cmd_serve)
+
     d = sub.add_parser("demo", help="build a small sample set, train and evaluate (about 1 minute on 2 CPU cores)")
     d.add_argument("--out", default="runs/demo", help="where the demo data and run go")
     d.add_argument("--epochs", type=int, default=10)
@@ -221,14 +292,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     try:
-        args.func(args)
+        code = args.func(args)
     except AttsfError as exc:
         print(f"attsf: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("attsf: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -35,9 +35,10 @@ def lr_factor(epoch: int, decay: float, every: int, start: int) -> float:
 class ATTSFModule(L.LightningModule):
     """Model logic only: forward, the loss of eq. (18), metrics, the optimiser and schedule."""
 
-    def __init__(self, cfg: Config, labels: list[str]) -> None:
+    def __init__(self, cfg: Config, labels: list[str], preprocessing: dict | None = None) -> None:
         super().__init__()
         self.cfg, self.labels = cfg, list(labels)
+        self.preprocessing = preprocessing or {}  # the cache's settings, so raw clips can be prepared alike
         self.model = build_model(cfg.model)
         self.regression = cfg.model.task == "regression"
         self._val: list[torch.Tensor] = []
@@ -76,7 +77,7 @@ class ATTSFModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
         checkpoint["attsf"] = {"config": self.cfg.to_dict(), "labels": self.labels, "metrics": metrics,
-                               "versions": versions()}
+                               "preprocessing": self.preprocessing, "versions": versions()}
 
 
 class SafetensorsCheckpointIO(CheckpointIO):

@@ -1,0 +1,232 @@
+"""Emotion of a raw clip from a trained run: the Python API behind ``attsf predict`` and
+``attsf serve``.
+
+    from attsf.predict import EmotionRecognizer
+    rec = EmotionRecognizer.from_pretrained("runs/demo/run")
+    result = rec.predict("clip.mp4")
+    result.label, result.probabilities, result.audio_probabilities, result.timings
+
+A clip is prepared exactly as the run's training cache was (the preprocessing settings
+travel in the checkpoint sidecar): MFCC of the audio track, 15 MTCNN face crops (or
+EfficientFace features). A clip without a video stream is answered by the audio head
+alone, one without audio by the visual head; the fused head needs both.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attsf.config import Config, load_config
+from attsf.data.audio import AudioConfig, load_waveform, mfcc
+from attsf.data.clips import SOUNDFILE_SUFFIXES
+from attsf.data.faces import FaceConfig
+from attsf.data.media import decode_audio, probe, sample_frames
+from attsf.errors import AttsfError
+from attsf.evaluate import BEST, CONFIG_FILE, load_weights
+from attsf.io import read_json
+from attsf.model import build_model
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str = ""  # from the fused head, or the only head the clip's modalities allow
+    probabilities: dict[str, float] = field(default_factory=dict)  # fused head
+    audio_probabilities: dict[str, float] | None = None  # audio AVAM head
+    visual_probabilities: dict[str, float] | None = None  # visual AVAM head
+    modalities: list[str] = field(default_factory=list)
+    face_boxes: list[list[float]] = field(default_factory=list)  # per frame, x0 y0 x1 y1 full-frame pixels
+    fallback_frames: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    error: str | None = None
+    faces: np.ndarray | None = field(default=None, repr=False)  # (T, H, W, 3) uint8 crops
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("faces")
+        return d
+
+
+def _softmax(logits: torch.Tensor, labels: list[str]) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in zip(labels, torch.softmax(logits.float(), -1).tolist())}
+
+
+class EmotionRecognizer:
+    def __init__(self, cfg: Config, labels: list[str], model: torch.nn.Module, preprocessing: dict,
+                 device: str = "cpu") -> None:
+        self.cfg, self.labels, self.device = cfg, labels, device
+        self.model = model.to(device).eval()
+        self.audio_cfg, self.visual_kind, self.face_cfg, self.encoder = self._preparation(preprocessing)
+        self.n_frames = int(preprocessing.get("visual", {}).get("n_frames", 15))
+        self._cropper = None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | None = None) -> EmotionRecognizer:
+        """A run directory (its best weights) or a ``.safetensors`` weights file with its
+        ``.json`` sidecar."""
+        path = Path(path)
+        weights = path / BEST if path.is_dir() else path
+        if not weights.is_file():
+            what = "run directory without checkpoints/best.safetensors" if path.is_dir() else "weights file not found"
+            raise AttsfError(f"{path}: {what}")
+        side_path = weights.with_suffix(".json")
+        side = read_json(side_path)
+        if "config" not in side or "labels" not in side:
+            raise AttsfError(f"{side_path}: not an attsf checkpoint sidecar (config, labels missing)")
+        cfg = load_config(path / CONFIG_FILE) if path.is_dir() else load_config(base=side["config"])
+        preprocessing = side.get("preprocessing") or _cache_settings(cfg)
+        model = build_model(cfg.model)
+        load_weights(model, weights)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(cfg, list(side["labels"]), model, preprocessing, device)
+
+    def _preparation(self, settings: dict):
+        audio = settings.get("audio", {})
+        if audio.get("kind", "mfcc") != "mfcc":
+            raise AttsfError("this run was trained on precomputed audio features; raw clips need an MFCC run")
+        keys = {"sample_rate", "duration", "n_mfcc", "window_ms", "hop_ms", "pad"}
+        audio_cfg = AudioConfig(**{k: v for k, v in audio.items() if k in keys})
+        visual = settings.get("visual", {"kind": "none"})
+        kind = visual.get("kind", "none")
+        faces = {k: v for k, v in settings.get("faces", {}).items() if k in FaceConfig.__dataclass_fields__}
+        face_cfg = FaceConfig(**(faces | {"size": visual.get("size", faces.get("size", 224)), "require_face": False}))
+        encoder = None
+        if kind == "features":
+            if visual.get("backbone") != "efficientface":
+                raise AttsfError("this run was trained on precomputed visual features (e.g. an AU table); "
+                                 "raw clips need a run trained on face frames or EfficientFace features")
+            from attsf.efficientface import FaceEncoder
+
+            encoder = FaceEncoder(visual["weights"])
+        return audio_cfg, kind, face_cfg, encoder
+
+    @property
+    def cropper(self):
+        if self._cropper is None:
+            from attsf.data.faces import FaceCropper
+
+            self._cropper = FaceCropper(self.face_cfg)
+        return self._cropper
+
+    # ------------------------------------------------------------------ inference
+    def prepare(self, path: str | Path) -> tuple[Prediction, dict[str, torch.Tensor]]:
+        path = Path(path)
+        result, arrays, t = Prediction(str(path)), {}, time.perf_counter()
+        info = probe(path)
+        if not info.has_audio and not info.has_video:
+            raise AttsfError(f"{path}: no audio or video stream")
+        wants_video = self.visual_kind != "none"
+        if info.has_audio:
+            y = (load_waveform(path, self.audio_cfg.sample_rate) if path.suffix.lower() in SOUNDFILE_SUFFIXES
+                 else decode_audio(path, self.audio_cfg.sample_rate))
+            result.timings["decode_audio"] = time.perf_counter() - t
+            t = time.perf_counter()
+            arrays["audio"] = torch.from_numpy(mfcc(y, self.audio_cfg))
+            result.timings["mfcc"] = time.perf_counter() - t
+            result.modalities.append("audio")
+        if info.has_video and wants_video:
+            t = time.perf_counter()
+            frames = sample_frames(path, self.n_frames, 3.6, self.face_cfg.detect_height)
+            result.timings["decode_video"] = time.perf_counter() - t
+            t = time.perf_counter()
+            crops = self.cropper(frames.full, frames.small, frames.scale, str(path))
+            result.timings["faces"] = time.perf_counter() - t
+            result.faces, result.fallback_frames = crops.frames, crops.fallback_frames
+            result.face_boxes = [[round(v, 1) for v in b] for b in crops.boxes]
+            if self.encoder is not None:
+                arrays["visual"] = torch.from_numpy(self.encoder(crops.frames))
+            else:
+                arrays["visual"] = torch.from_numpy(crops.frames).permute(0, 3, 1, 2).contiguous()
+            result.modalities.append("video")
+        if "audio" not in arrays and (not wants_video or "visual" not in arrays):
+            raise AttsfError(f"{path}: no audio stream, and this run does not use video")
+        return result, arrays
+
+    def _fill(self, arrays: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Zeros for a missing modality; only the other modality's head is reported then."""
+        if "audio" not in arrays:
+            arrays["audio"] = torch.zeros(self.audio_cfg.n_mfcc, self.audio_cfg.n_frames)
+        if "visual" not in arrays and self.visual_kind != "none":
+            if self.visual_kind == "frames":
+                arrays["visual"] = torch.zeros(self.n_frames, 3, self.face_cfg.size, self.face_cfg.size, dtype=torch.uint8)
+            else:
+                arrays["visual"] = torch.zeros(self.n_frames, 1024)
+        return arrays
+
+    @torch.inference_mode()
+    def _forward(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        batch = {k: torch.stack([it[k] for it in items]).to(self.device) for k in items[0]}
+        out = self.model(audio=batch["audio"], visual=batch.get("visual"))
+        return {k: v.cpu() for k, v in out.items() if k.startswith("logits")}
+
+    def _read_out(self, result: Prediction, out: dict[str, torch.Tensor], i: int) -> None:
+        both = {"audio", "video"} <= set(result.modalities) or self.visual_kind == "none"
+        if "logits_a" in out and "audio" in result.modalities:
+            result.audio_probabilities = _softmax(out["logits_a"][i], self.labels)
+        if "logits_v" in out and "video" in result.modalities:
+            result.visual_probabilities = _softmax(out["logits_v"][i], self.labels)
+        if both:
+            result.probabilities = _softmax(out["logits"][i], self.labels)
+        else:
+            result.probabilities = result.audio_probabilities or result.visual_probabilities or {}
+        if result.probabilities:
+            result.label = max(result.probabilities, key=result.probabilities.get)
+
+    def warmup(self) -> None:
+        """Run every stage once on blank input (first-call costs: MTCNN, librosa, kernels)."""
+        mfcc(np.zeros(self.audio_cfg.n_samples, np.float32), self.audio_cfg)
+        if self.visual_kind != "none":
+            blank = [np.full((self.face_cfg.detect_height, self.face_cfg.detect_height, 3), 128, np.uint8)] * 2
+            self.cropper.detect(blank)
+        self._forward([self._fill({})])
+
+    def predict(self, path: str | Path) -> Prediction:
+        """One clip; a clip that cannot be used raises :class:`AttsfError` (one line)."""
+        start = time.perf_counter()
+        result, arrays = self.prepare(path)
+        t = time.perf_counter()
+        out = self._forward([self._fill(arrays)])
+        result.timings["forward"] = time.perf_counter() - t
+        self._read_out(result, out, 0)
+        result.timings["total"] = time.perf_counter() - start
+        return result
+
+    def predict_many(self, paths: list[str | Path], batch_size: int = 16) -> list[Prediction]:
+        """Several clips, one forward pass per batch; a clip that cannot be used comes back
+        with ``error`` set instead of stopping the others."""
+        results: list[Prediction] = []
+        for lo in range(0, len(paths), batch_size):
+            ready: list[tuple[Prediction, dict]] = []
+            for path in paths[lo : lo + batch_size]:
+                start = time.perf_counter()
+                try:
+                    result, arrays = self.prepare(path)
+                    result.timings["total"] = time.perf_counter() - start
+                    ready.append((result, self._fill(arrays)))
+                except AttsfError as exc:
+                    results.append(Prediction(str(path), error=str(exc)))
+            if ready:
+                t = time.perf_counter()
+                out = self._forward([arrays for _, arrays in ready])
+                share = (time.perf_counter() - t) / len(ready)
+                for i, (result, _) in enumerate(ready):
+                    result.timings["forward"] = share
+                    result.timings["total"] += share
+                    self._read_out(result, out, i)
+                    results.append(result)
+        order = {str(p): i for i, p in enumerate(paths)}
+        return sorted(results, key=lambda r: order.get(r.path, 0))
+
+
+def _cache_settings(cfg: Config) -> dict:
+    """Older runs: the preprocessing settings from the training cache's index."""
+    index = Path(cfg.data.cache) / "index.json"
+    if not index.is_file():
+        raise AttsfError(f"the checkpoint does not record its preprocessing and {index} is not there")
+    return read_json(index).get("settings", {})

@@ -1,0 +1,178 @@
+"""Predictions on generated clips from the demo run: Python API, CLI, JSON API with bad
+inputs, and the web page in a real headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from attsf.data.synthetic import speech_like, talking_clip
+from tests import layouts
+from tests.conftest import run_cli
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("clips")
+    out = {"video": root / "talk.mp4", "small": root / "small.mp4", "audio": root / "voice.wav",
+           "broken": root / "broken.mp4"}
+    talking_clip(out["video"], label="happy", seconds=4.0)
+    layouts.small_clip(out["small"], "sad", seed=2)
+    sf.write(out["audio"], speech_like("angry", 1, np.random.default_rng(0), 3.0), 16000)
+    data = out["small"].read_bytes()
+    out["broken"].write_bytes(data[: len(data) // 3])
+    return out
+
+
+@pytest.fixture(scope="module")
+def recognizer(demo_dir):
+    from attsf.predict import EmotionRecognizer
+
+    return EmotionRecognizer.from_pretrained(demo_dir / "run")
+
+
+def test_predict_python_api(recognizer, clips):
+    labels = recognizer.labels
+    r = recognizer.predict(clips["video"])
+    assert r.label in labels and r.modalities == ["audio", "video"]
+    for probs in (r.probabilities, r.audio_probabilities, r.visual_probabilities):
+        assert set(probs) == set(labels) and abs(sum(probs.values()) - 1) < 1e-4
+    assert r.faces.shape == (15, 48, 48, 3) and len(r.face_boxes) == 15 and r.fallback_frames == 0
+    assert {"decode_audio", "mfcc", "decode_video", "faces", "forward", "total"} <= set(r.timings)
+    json.dumps(r.to_dict())  # serialisable
+
+    audio_only = recognizer.predict(clips["audio"])
+    assert audio_only.modalities == ["audio"] and audio_only.visual_probabilities is None
+    assert audio_only.probabilities == audio_only.audio_probabilities
+
+    many = recognizer.predict_many([clips["video"], clips["broken"], clips["small"]])
+    assert [m.path for m in many] == [str(clips[k]) for k in ("video", "broken", "small")]
+    assert many[1].error and "not a readable media file" in many[1].error and many[0].error is None
+    assert many[0].probabilities == pytest.approx(r.probabilities, abs=1e-4)  # batching changes nothing
+
+
+def test_predict_cli(demo_dir, clips):
+    run = str(demo_dir / "run")
+    out = run_cli("predict", str(clips["video"]), "--run", run, "--json").stdout
+    rows = json.loads(out)
+    assert rows[0]["label"] and rows[0]["modalities"] == ["audio", "video"]
+    proc = run_cli("predict", str(clips["video"]), str(clips["broken"]), "--run", run, check=False)
+    assert proc.returncode == 1 and "talk.mp4" in proc.stdout
+    assert "broken.mp4: not a readable media file" in proc.stderr and "Traceback" not in proc.stderr
+    folder = run_cli("predict", str(clips["video"].parent), "--run", run, check=False)
+    table = list(csv.DictReader(io.StringIO(folder.stdout)))
+    assert {Path(r["path"]).name for r in table} == {"talk.mp4", "small.mp4", "voice.wav", "broken.mp4"}
+    assert next(r for r in table if r["path"].endswith("broken.mp4"))["error"]
+
+
+def test_api_rejects_bad_uploads(recognizer, clips, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from attsf.serve import ServeLimits, create_app
+
+    client = TestClient(create_app(recognizer, ServeLimits(max_bytes=2 * 2**20, max_seconds=3.0, max_pending=2)))
+    assert client.get("/health").json()["status"] == "ok"
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+
+    def post(name: str, data: bytes):
+        return client.post("/predict", files={"file": (name, data, "application/octet-stream")})
+
+    ok = post("clip.bin", clips["small"].read_bytes())  # the type comes from the content, not the name
+    assert ok.status_code == 200 and ok.json()["label"] in recognizer.labels
+    cases = [
+        ("notes.mp4", b"just some text, not a video\n" * 50, 415),
+        ("empty.mp4", b"", 400),
+        ("big.mp4", os.urandom(3 * 2**20), 413),
+        ("broken.mp4", clips["broken"].read_bytes(), 415),
+        ("long.mp4", clips["video"].read_bytes(), 413),  # 4 s > 3 s limit
+        ("photo.mp4", _png(), 415),  # a real image, named like a video
+    ]
+    for name, data, status in cases:
+        resp = post(name, data)
+        assert resp.status_code == status, (name, resp.status_code, resp.text)
+        assert resp.json()["detail"] and "Traceback" not in resp.text
+    with ThreadPoolExecutor(6) as pool:  # many at once: answered, some perhaps with 503, none failing
+        codes = list(pool.map(lambda _: post("c.mp4", clips["small"].read_bytes()).status_code, range(6)))
+    assert set(codes) <= {200, 503} and 200 in codes
+    assert client.get("/health").status_code == 200  # still serving
+
+
+def _png() -> bytes:
+    from PIL import Image
+    from skimage import data
+
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+def test_web_page_in_chromium(demo_dir, clips, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "attsf", "serve", "--run", str(demo_dir / "run"), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        import httpx
+
+        for _ in range(120):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError(f"server did not start: {server.stderr.read() if server.poll() is not None else ''}")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('info').textContent.includes('Classes')")
+            page.set_input_files("#file", str(clips["video"]))
+            page.click("#go")
+            page.wait_for_selector("#result:not([hidden])", timeout=60000)
+            label = page.text_content("#label")
+            assert label in ("neutral", "happy", "sad", "angry")
+            assert page.locator("#faces img").count() == 15
+            assert page.locator(".chart").count() == 3
+            shot = tmp_path / "web_page.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            # an error shows in the page
+            bad = tmp_path / "bad.mp4"
+            bad.write_text("not a video")
+            page.set_input_files("#file", str(bad))
+            page.click("#go")
+            page.wait_for_function("document.getElementById('error').textContent.length > 0")
+            assert "not a media file" in page.text_content("#error")
+            browser.close()
+        if os.environ.get("ATTSF_SCREENSHOT_DIR"):
+            shutil.copy(shot, Path(os.environ["ATTSF_SCREENSHOT_DIR"]) / "web_page.png")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
