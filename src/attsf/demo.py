@@ -21,6 +21,7 @@ import soundfile as sf
 from attsf.data.audio import AudioConfig, mfcc_from_file
 from attsf.data.cache import ClipRecord
 from attsf.data.preprocess import run_jobs
+from attsf.data.synthetic import speech_like
 
 CLASSES = ["neutral", "happy", "sad", "angry"]
 SPEAKERS = ["01", "02", "03", "04", "05", "06"]
@@ -28,22 +29,6 @@ CLIPS_PER_CLASS = 4
 FRAME_SIZE = 48
 SR = 16000
 FACE_BOX = (30, 135, 210, 315)  # top, left, bottom, right of the face in skimage's astronaut
-
-
-def speech_like(label: str, speaker: int, rng: np.random.Generator, seconds: float = 3.0) -> np.ndarray:
-    """A voiced signal with syllables: class-specific pitch contour, rate and loudness."""
-    t = np.arange(int(seconds * SR)) / SR
-    base = 110 + 25 * speaker + rng.normal(0, 5)
-    contour = {"neutral": np.zeros_like(t), "happy": 60 * t / seconds + 40,
-               "sad": -30 * t / seconds - 10, "angry": 30 + 15 * np.sin(2 * np.pi * 6 * t)}[label]
-    rate = {"neutral": 3.0, "happy": 5.0, "sad": 2.0, "angry": 4.5}[label] * rng.uniform(0.9, 1.1)
-    f0 = base + contour
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    voice = sum(np.sin(k * phase) / k ** (1.2 if label != "angry" else 0.7) for k in range(1, 12))
-    envelope = np.clip(np.sin(2 * np.pi * rate * t / 2), 0, None) ** 2
-    loud = {"neutral": 0.3, "happy": 0.5, "sad": 0.2, "angry": 0.8}[label]
-    y = loud * envelope * voice / 4 + rng.normal(0, 0.01, t.shape)
-    return np.clip(y, -1, 1).astype(np.float32)
 
 
 def face_frames(label: str, rng: np.random.Generator, n: int = 15) -> np.ndarray:
