@@ -15,17 +15,16 @@ alone, one without audio by the visual head; the fused head needs both.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from attsf.config import Config, load_config
-from attsf.data.audio import AudioConfig, load_waveform, mfcc
-from attsf.data.clips import SOUNDFILE_SUFFIXES
-from attsf.data.faces import FaceConfig
-from attsf.data.media import decode_audio, probe, sample_frames
+from attsf.data.audio import mfcc
+from attsf.data.clips import PrepSettings, face_crops
+from attsf.data.media import probe, read_audio
 from attsf.errors import AttsfError
 from attsf.evaluate import BEST, CONFIG_FILE, load_weights
 from attsf.io import read_json
@@ -61,9 +60,25 @@ class EmotionRecognizer:
                  device: str = "cpu") -> None:
         self.cfg, self.labels, self.device = cfg, labels, device
         self.model = model.to(device).eval()
-        self.audio_cfg, self.visual_kind, self.face_cfg, self.encoder = self._preparation(preprocessing)
-        self.n_frames = int(preprocessing.get("visual", {}).get("n_frames", 15))
+        try:
+            prep = PrepSettings.from_index(preprocessing)
+        except AttsfError as exc:
+            raise AttsfError(f"this run cannot take raw clips: {exc}") from None
+        if prep.visual == "features":
+            raise AttsfError("this run was trained on precomputed visual features (e.g. an AU table); "
+                             "raw clips need a run trained on face frames or EfficientFace features")
+        self.prep = replace(prep, faces=replace(prep.faces, require_face=False))  # answer even without a face
+        self.encoder = None
+        if prep.visual == "efficientface":
+            from attsf.efficientface import FaceEncoder
+
+            self.encoder = FaceEncoder(prep.weights)
         self._cropper = None
+
+    @property
+    def visual_kind(self) -> str:
+        """The visual input the model takes: "frames", "features" (EfficientFace) or "none"."""
+        return {"faces": "frames", "efficientface": "features"}.get(self.prep.visual, "none")
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -86,32 +101,12 @@ class EmotionRecognizer:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(cfg, list(side["labels"]), model, preprocessing, device)
 
-    def _preparation(self, settings: dict):
-        audio = settings.get("audio", {})
-        if audio.get("kind", "mfcc") != "mfcc":
-            raise AttsfError("this run was trained on precomputed audio features; raw clips need an MFCC run")
-        keys = {"sample_rate", "duration", "n_mfcc", "window_ms", "hop_ms", "pad"}
-        audio_cfg = AudioConfig(**{k: v for k, v in audio.items() if k in keys})
-        visual = settings.get("visual", {"kind": "none"})
-        kind = visual.get("kind", "none")
-        faces = {k: v for k, v in settings.get("faces", {}).items() if k in FaceConfig.__dataclass_fields__}
-        face_cfg = FaceConfig(**(faces | {"size": visual.get("size", faces.get("size", 224)), "require_face": False}))
-        encoder = None
-        if kind == "features":
-            if visual.get("backbone") != "efficientface":
-                raise AttsfError("this run was trained on precomputed visual features (e.g. an AU table); "
-                                 "raw clips need a run trained on face frames or EfficientFace features")
-            from attsf.efficientface import FaceEncoder
-
-            encoder = FaceEncoder(visual["weights"])
-        return audio_cfg, kind, face_cfg, encoder
-
     @property
     def cropper(self):
         if self._cropper is None:
             from attsf.data.faces import FaceCropper
 
-            self._cropper = FaceCropper(self.face_cfg)
+            self._cropper = FaceCropper(self.prep.faces)
         return self._cropper
 
     # ------------------------------------------------------------------ inference
@@ -123,22 +118,16 @@ class EmotionRecognizer:
             raise AttsfError(f"{path}: no audio or video stream")
         wants_video = self.visual_kind != "none"
         if info.has_audio:
-            y = (load_waveform(path, self.audio_cfg.sample_rate) if path.suffix.lower() in SOUNDFILE_SUFFIXES
-                 else decode_audio(path, self.audio_cfg.sample_rate))
+            y = read_audio(path, self.prep.audio.sample_rate)
             result.timings["decode_audio"] = time.perf_counter() - t
             t = time.perf_counter()
-            arrays["audio"] = torch.from_numpy(mfcc(y, self.audio_cfg))
+            arrays["audio"] = torch.from_numpy(mfcc(y, self.prep.audio))
             result.timings["mfcc"] = time.perf_counter() - t
             result.modalities.append("audio")
         if info.has_video and wants_video:
-            t = time.perf_counter()
-            frames = sample_frames(path, self.n_frames, 3.6, self.face_cfg.detect_height)
-            result.timings["decode_video"] = time.perf_counter() - t
-            t = time.perf_counter()
-            crops = self.cropper(frames.full, frames.small, frames.scale, str(path))
-            result.timings["faces"] = time.perf_counter() - t
+            crops = face_crops(path, self.prep, self.cropper, timings=result.timings)
             result.faces, result.fallback_frames = crops.frames, crops.fallback_frames
-            result.face_boxes = [[round(v, 1) for v in b] for b in crops.boxes]
+            result.face_boxes = crops.rounded_boxes()
             if self.encoder is not None:
                 arrays["visual"] = torch.from_numpy(self.encoder(crops.frames))
             else:
@@ -150,13 +139,13 @@ class EmotionRecognizer:
 
     def _fill(self, arrays: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Zeros for a missing modality; only the other modality's head is reported then."""
+        p = self.prep
         if "audio" not in arrays:
-            arrays["audio"] = torch.zeros(self.audio_cfg.n_mfcc, self.audio_cfg.n_frames)
-        if "visual" not in arrays and self.visual_kind != "none":
-            if self.visual_kind == "frames":
-                arrays["visual"] = torch.zeros(self.n_frames, 3, self.face_cfg.size, self.face_cfg.size, dtype=torch.uint8)
-            else:
-                arrays["visual"] = torch.zeros(self.n_frames, 1024)
+            arrays["audio"] = torch.zeros(p.audio.n_mfcc, p.audio.n_frames)
+        if "visual" not in arrays and self.visual_kind == "frames":
+            arrays["visual"] = torch.zeros(p.n_frames, 3, p.faces.size, p.faces.size, dtype=torch.uint8)
+        elif "visual" not in arrays and self.visual_kind == "features":
+            arrays["visual"] = torch.zeros(p.n_frames, 1024)
         return arrays
 
     @torch.inference_mode()
@@ -180,9 +169,10 @@ class EmotionRecognizer:
 
     def warmup(self) -> None:
         """Run every stage once on blank input (first-call costs: MTCNN, librosa, kernels)."""
-        mfcc(np.zeros(self.audio_cfg.n_samples, np.float32), self.audio_cfg)
+        mfcc(np.zeros(self.prep.audio.n_samples, np.float32), self.prep.audio)
         if self.visual_kind != "none":
-            blank = [np.full((self.face_cfg.detect_height, self.face_cfg.detect_height, 3), 128, np.uint8)] * 2
+            side = self.prep.faces.detect_height
+            blank = [np.full((side, side, 3), 128, np.uint8)] * 2
             self.cropper.detect(blank)
         self._forward([self._fill({})])
 

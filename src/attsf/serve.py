@@ -88,21 +88,14 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
 
 def _checked_predict(recognizer: EmotionRecognizer, path: Path, limits: ServeLimits, lock: threading.Lock):
     try:
-        import av
-
-        with av.open(str(path)) as container:
-            fmt = set(container.format.name.split(","))
-        if not fmt & ACCEPTED_FORMATS:
-            raise HTTPException(415, f"unsupported media type ({container.format.name}); send mp4, mov, webm, mkv "
-                                     f"or an audio file")
-    except HTTPException:
-        raise
-    except Exception:  # noqa: BLE001 - anything PyAV cannot open is not media we take
-        raise HTTPException(415, "not a media file PyAV can read (mp4, mov, webm, mkv or audio)") from None
-    try:
         info = probe(path)
-        if info.duration > limits.max_seconds:
-            raise HTTPException(413, f"clip longer than {limits.max_seconds:g} s ({info.duration:.1f} s)")
+    except AttsfError:
+        raise HTTPException(415, "not a media file PyAV can read (mp4, mov, webm, mkv or audio)") from None
+    if not set(info.format.split(",")) & ACCEPTED_FORMATS:
+        raise HTTPException(415, f"unsupported media type ({info.format}); send mp4, mov, webm, mkv or an audio file")
+    if info.duration > limits.max_seconds:
+        raise HTTPException(413, f"clip longer than {limits.max_seconds:g} s ({info.duration:.1f} s)")
+    try:
         with lock:
             return recognizer.predict(path)
     except AttsfError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,17 +31,6 @@ class BuildOptions:
     progress: bool = True
 
 
-def _text_dim(spec: str | None) -> int:
-    if not spec:
-        return 0
-    if spec == "minilm":
-        return 384
-    config = Path(spec) / "config.json"
-    if not config.is_file():
-        raise AttsfError(f"{spec}: text model must be 'minilm' or a folder with BERT weights (config.json missing)")
-    return int(json.loads(config.read_text()).get("hidden_size", 768))
-
-
 def _settings(opts: BuildOptions, visual: str) -> PrepSettings:
     if visual == "faces" and opts.visual_features == "efficientface":
         if not opts.weights:
@@ -55,20 +43,10 @@ def _settings(opts: BuildOptions, visual: str) -> PrepSettings:
                         text=opts.text)
 
 
-def _index_settings(settings: PrepSettings, visual_dim: int = 0, audio: dict | None = None) -> dict:
-    out = {"audio": audio or (settings.to_dict()["audio"] | {"kind": "mfcc"}),
-           "visual": settings.visual_index_entry(visual_dim)}
-    if settings.visual in ("faces", "efficientface"):
-        out["faces"] = settings.to_dict()["faces"] | {"n_frames": settings.n_frames, "span": settings.span}
-    if settings.text:
-        out["text"] = {"model": settings.text, "dim": _text_dim(settings.text)}
-    return out
-
-
 def _manifest_visual(sources: list[ClipSource], opts: BuildOptions) -> str:
     if opts.audio_only:
         return "none"
-    if any(s.features for s in sources):
+    if any(s.features is not None for s in sources):
         return "features"
     first = sources[0].media
     try:
@@ -87,7 +65,7 @@ def build_cache(dataset: str, root: str | Path, out: str | Path, opts: BuildOpti
 
         audio_cfg = AudioConfig(pad=opts.pad)
         jobs, failures, visual = audio_au_jobs(root, opts.au_csv, audio_cfg)
-        settings = {"audio": vars(audio_cfg) | {"n_frames": audio_cfg.n_frames, "kind": "mfcc"}, "visual": visual}
+        settings = PrepSettings(audio=audio_cfg, visual="features").index_entry() | {"visual": visual}
         return run_jobs(jobs, out, dataset=dataset, labels=LABELS, settings=settings, failures=failures, **common)
     if dataset == "mosi" and Path(root).suffix == ".pkl":
         from attsf.data.mosi import LABELS, pickle_jobs
@@ -130,8 +108,8 @@ def build_cache(dataset: str, root: str | Path, out: str | Path, opts: BuildOpti
     settings = _settings(opts, visual)
     visual_dim = 0
     if visual == "features":
-        with_features = next((s.features for s in sources if s.features), None)
+        with_features = next(s.features for s in sources if s.features is not None)
         visual_dim = read_features(with_features, settings.n_frames).shape[1]
     jobs = [ClipJob(s, settings) for s in sources]
-    return run_jobs(jobs, out, dataset=dataset, labels=list(names), settings=_index_settings(settings, visual_dim),
+    return run_jobs(jobs, out, dataset=dataset, labels=list(names), settings=settings.index_entry(visual_dim),
                     failures=failures, **common)

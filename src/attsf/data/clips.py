@@ -6,20 +6,20 @@ worker process (:class:`ClipJob`). Dataset readers only produce sources.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from attsf.data.audio import AudioConfig, load_waveform, mfcc
+from attsf.data.audio import AudioConfig, mfcc
 from attsf.data.cache import ClipRecord
-from attsf.data.faces import FaceConfig
-from attsf.data.media import decode_audio, sample_frames
+from attsf.data.faces import FaceConfig, FaceCrops
+from attsf.data.media import read_audio, sample_frames
 from attsf.errors import AttsfError
 
 Visual = Literal["faces", "efficientface", "features", "none"]
-SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class ClipSource:
     segment: tuple[float, float] | None = None  # seconds within ``media`` (IEMOCAP utterances)
     region: tuple[float, float] | None = None  # horizontal slice of the frame holding the face
     audio: Path | None = None  # a separate audio file (default: the media's own track)
-    features: Path | None = None  # precomputed visual features (npy or OpenFace CSV)
+    features: Path | np.ndarray | None = None  # precomputed visual features: npy / OpenFace CSV, or the array
     extra: dict = field(default_factory=dict)
 
 
@@ -47,20 +47,49 @@ class PrepSettings:
     weights: str | None = None  # EfficientFace safetensors for visual="efficientface"
     text: str | None = None  # "minilm", or a folder with BERT weights; None: no text
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["audio"]["n_frames"] = self.audio.n_frames
-        return d
-
-    def visual_index_entry(self, feature_dim: int = 0) -> dict:
-        """The ``visual`` entry of the cache index that the DataModule and the model read."""
+    def index_entry(self, visual_dim: int = 0) -> dict:
+        """The ``settings`` of the cache index: what the DataModule and the model read, and
+        what :meth:`from_index` turns back into settings to prepare a raw clip alike."""
+        audio = asdict(self.audio) | {"kind": "mfcc", "n_frames": self.audio.n_frames}
         if self.visual == "faces":
-            return {"kind": "frames", "size": self.faces.size, "n_frames": self.n_frames}
-        if self.visual == "efficientface":
-            return {"kind": "features", "dim": 1024, "backbone": "efficientface", "weights": self.weights}
-        if self.visual == "features":
-            return {"kind": "features", "dim": feature_dim}
-        return {"kind": "none"}
+            visual = {"kind": "frames", "size": self.faces.size, "n_frames": self.n_frames}
+        elif self.visual == "efficientface":
+            visual = {"kind": "features", "dim": 1024, "backbone": "efficientface", "weights": self.weights}
+        elif self.visual == "features":
+            visual = {"kind": "features", "dim": visual_dim}
+        else:
+            visual = {"kind": "none"}
+        out = {"audio": audio, "visual": visual}
+        if self.visual in ("faces", "efficientface"):
+            out["faces"] = asdict(self.faces) | {"n_frames": self.n_frames, "span": self.span}
+        if self.text:
+            from attsf.data.text import text_dim
+
+            out["text"] = {"model": self.text, "dim": text_dim(self.text)}
+        return out
+
+    @classmethod
+    def from_index(cls, settings: dict) -> PrepSettings:
+        audio = settings.get("audio", {})
+        if audio.get("kind", "mfcc") != "mfcc":
+            raise AttsfError("the cache holds precomputed audio features, not MFCCs of raw audio")
+        visual = settings.get("visual", {})
+        kind = visual.get("kind", "none")
+        faces = settings.get("faces", {})
+        if kind == "frames":
+            faces = faces | {"size": visual.get("size", 224)}
+        mode = {"frames": "faces", "none": "none"}.get(kind, "features")
+        if kind == "features" and visual.get("backbone") == "efficientface":
+            mode = "efficientface"
+        return cls(audio=AudioConfig(**_known(AudioConfig, audio)), faces=FaceConfig(**_known(FaceConfig, faces)),
+                   visual=mode, n_frames=int(visual.get("n_frames", faces.get("n_frames", 15))),
+                   span=float(faces.get("span", 3.6)), weights=visual.get("weights"),
+                   text=settings.get("text", {}).get("model"))
+
+
+def _known(cls: type, values: dict) -> dict:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
 
 
 # ----------------------------------------------------------------- per-process models
@@ -93,12 +122,14 @@ def limit_threads() -> None:
 
 
 # ----------------------------------------------------------------- the job
-def read_features(path: Path, n: int) -> np.ndarray:
-    """Per-frame features ``(T, F)`` from ``.npy`` or an OpenFace CSV (its AU columns),
-    ``n`` rows sampled uniformly when longer."""
-    if not path.is_file():
+def read_features(path: Path | np.ndarray, n: int) -> np.ndarray:
+    """Per-frame features ``(T, F)`` from ``.npy``, an OpenFace CSV (its AU columns) or an
+    array already in memory, ``n`` rows sampled uniformly when longer."""
+    if isinstance(path, np.ndarray):
+        x, path = path, "features"
+    elif not path.is_file():
         raise AttsfError(f"{path}: feature file not found")
-    if path.suffix == ".npy":
+    elif path.suffix == ".npy":
         try:
             x = np.load(path, allow_pickle=False)
         except ValueError as exc:
@@ -132,6 +163,21 @@ def _openface_aus(path: Path) -> np.ndarray:
         raise AttsfError(f"{path}: non-numeric or missing AU value") from None
 
 
+def face_crops(path: Path, settings: PrepSettings, cropper, segment: tuple[float, float] | None = None,
+               region: tuple[float, float] | None = None, timings: dict[str, float] | None = None) -> FaceCrops:
+    """Sample the frames of a clip and crop its faces; boxes in full-frame pixels.
+    ``timings`` (if given) receives the seconds spent decoding and on faces."""
+    t = time.perf_counter()
+    frames = sample_frames(path, settings.n_frames, settings.span, settings.faces.detect_height, segment, region)
+    t_decoded = time.perf_counter()
+    crops = cropper(frames.full, frames.small, frames.scale, str(path))
+    if timings is not None:
+        timings["decode_video"], timings["faces"] = t_decoded - t, time.perf_counter() - t_decoded
+    if frames.offset_x:
+        crops.boxes = [(b[0] + frames.offset_x, b[1], b[2] + frames.offset_x, b[3]) for b in crops.boxes]
+    return crops
+
+
 @dataclass(frozen=True)
 class ClipJob:
     source: ClipSource
@@ -147,16 +193,8 @@ class ClipJob:
 
     def audio(self) -> np.ndarray:
         src, cfg = self.source, self.settings.audio
-        path = src.audio or src.media
-        if not path.is_file():
-            raise AttsfError(f"{path}: file not found")
-        if path.suffix.lower() in SOUNDFILE_SUFFIXES and src.segment is None:
-            y = load_waveform(path, cfg.sample_rate)
-        else:
-            y = decode_audio(path, cfg.sample_rate, None if src.audio else src.segment)
-        if not np.isfinite(y).all():
-            raise AttsfError(f"{path}: audio holds non-finite samples")
-        return mfcc(y, cfg)
+        segment = None if src.audio else src.segment  # a separate audio file is the utterance already
+        return mfcc(read_audio(src.audio or src.media, cfg.sample_rate, segment), cfg)
 
     def visual(self, extra: dict) -> tuple[np.ndarray | None, int]:
         src, s = self.source, self.settings
@@ -166,10 +204,8 @@ class ClipJob:
             if src.features is None:
                 raise AttsfError(f"{src.media}: no feature file given for this clip")
             return read_features(src.features, s.n_frames), 0
-        frames = sample_frames(src.media, s.n_frames, s.span, s.faces.detect_height, src.segment, src.region)
-        faces = _face_cropper(s.faces)(frames.full, frames.small, frames.scale, str(src.media))
-        extra["face_boxes"] = [[round(b[0] + frames.offset_x, 1), round(b[1], 1), round(b[2] + frames.offset_x, 1),
-                                round(b[3], 1)] for b in faces.boxes]
+        faces = face_crops(src.media, s, _face_cropper(s.faces), src.segment, src.region)
+        extra["face_boxes"] = faces.rounded_boxes()
         extra["face_detected"] = faces.detected
         if s.visual == "efficientface":
             return _face_encoder(s.weights)(faces.frames), faces.fallback_frames

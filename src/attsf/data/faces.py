@@ -37,6 +37,9 @@ class FaceCrops:
     detected: list[bool]  # False where the frame fell back
     fallback_frames: int
 
+    def rounded_boxes(self) -> list[list[float]]:
+        return [[round(v, 1) for v in box] for box in self.boxes]
+
 
 class FaceCropper:
     """One MTCNN, reused for every clip of a process."""

@@ -12,13 +12,16 @@ from pathlib import Path
 import av
 import numpy as np
 
+from attsf.data.audio import load_waveform
 from attsf.errors import AttsfError
 
 Segment = tuple[float, float]
+SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}  # read by libsndfile, the rest by PyAV
 
 
 @dataclass(frozen=True)
 class MediaInfo:
+    format: str  # container names as FFmpeg reports them, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
     duration: float  # seconds (0 when unknown)
     has_audio: bool
     has_video: bool
@@ -44,18 +47,44 @@ def _av_reason(exc: BaseException) -> str:
 
 
 def probe(path: str | Path) -> MediaInfo:
-    """Streams and duration of a media file, from its headers."""
+    """Container format, streams and duration of a media file, from its headers."""
     path = Path(path)
     with _open(path) as container:
         video = container.streams.video[0] if container.streams.video else None
         duration = container.duration / av.time_base if container.duration else 0.0
+        has_audio, fmt = bool(container.streams.audio), container.format.name
         if video is not None:
             rate = float(video.average_rate or video.guessed_rate or 0)
             if not duration and video.duration and video.time_base:
                 duration = float(video.duration * video.time_base)
-            return MediaInfo(duration, bool(container.streams.audio), True, video.codec_context.width,
-                             video.codec_context.height, rate)
-        return MediaInfo(duration, bool(container.streams.audio), False)
+            return MediaInfo(fmt, duration, has_audio, True, video.codec_context.width, video.codec_context.height, rate)
+        return MediaInfo(fmt, duration, has_audio, False)
+
+
+def _first_stream(container, kind: str, path: Path):
+    """The first audio or video stream with threaded decoding, and its start time in seconds."""
+    streams = getattr(container.streams, kind)
+    if not streams:
+        raise AttsfError(f"{path}: no {kind} stream")
+    stream = streams[0]
+    stream.thread_type = "AUTO"
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    return stream, start
+
+
+def read_audio(path: str | Path, sample_rate: int = 16000, segment: Segment | None = None) -> np.ndarray:
+    """Mono float32 at ``sample_rate`` from any file: libsndfile for WAV/FLAC/OGG/AIFF
+    (whole files), PyAV for every other container and for segments."""
+    path = Path(path)
+    if path.suffix.lower() in SOUNDFILE_SUFFIXES and segment is None:
+        if not path.is_file():
+            raise AttsfError(f"{path}: file not found")
+        y = load_waveform(path, sample_rate)
+    else:
+        y = decode_audio(path, sample_rate, segment)
+    if not np.isfinite(y).all():
+        raise AttsfError(f"{path}: audio holds non-finite samples")
+    return y
 
 
 def decode_audio(path: str | Path, sample_rate: int = 16000, segment: Segment | None = None) -> np.ndarray:
@@ -63,12 +92,8 @@ def decode_audio(path: str | Path, sample_rate: int = 16000, segment: Segment | 
     ``segment`` (start, end) in seconds keeps only that part."""
     path = Path(path)
     with _open(path) as container:
-        if not container.streams.audio:
-            raise AttsfError(f"{path}: no audio stream")
-        stream = container.streams.audio[0]
-        stream.thread_type = "AUTO"
+        stream, start_time = _first_stream(container, "audio", path)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        start_time = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         if segment and segment[0] > 1.0:
             container.seek(int((start_time + segment[0] - 0.5) / stream.time_base), stream=stream, backward=True)
         chunks, first = [], None
@@ -119,15 +144,11 @@ def sample_frames(path: str | Path, n: int = 15, span: float = 3.6, small_height
     """
     path = Path(path)
     with _open(path) as container:
-        if not container.streams.video:
-            raise AttsfError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream, start_time = _first_stream(container, "video", path)
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
             raise AttsfError(f"{path}: video stream has no frame size (unsupported codec?)")
         fps = float(stream.average_rate or stream.guessed_rate or 25)
-        start_time = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         if segment is not None:
             lo, hi = segment
         else:
@@ -148,6 +169,7 @@ def sample_frames(path: str | Path, n: int = 15, span: float = 3.6, small_height
         x0, x1 = (round(region[0] * width), round(region[1] * width)) if region else (0, width)
         s_height = min(small_height, height)
         scale = height / s_height
+        s_full, sx0 = round(width / scale), round(x0 / scale)  # the detection copy and the region in it
         s_width = max(2, round((x1 - x0) / scale))
         picked: list[av.VideoFrame] = []
         half = 0.5 / fps
@@ -168,9 +190,7 @@ def sample_frames(path: str | Path, n: int = 15, span: float = 3.6, small_height
         for frame in picked:
             if id(frame) not in cache:
                 rgb = frame.to_ndarray(format="rgb24")[:, x0:x1]
-                s_full = round(width / scale)
                 little = frame.reformat(width=s_full, height=s_height, format="rgb24").to_ndarray()
-                sx0 = round(x0 / scale)
                 cache[id(frame)] = (np.ascontiguousarray(rgb), np.ascontiguousarray(little[:, sx0 : sx0 + s_width]))
             full.append(cache[id(frame)][0])
             small.append(cache[id(frame)][1])

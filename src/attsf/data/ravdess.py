@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from attsf.data.audio import AudioConfig, mfcc_from_file
-from attsf.data.cache import ClipRecord
-from attsf.data.clips import ClipSource
+from attsf.data.audio import AudioConfig
+from attsf.data.clips import ClipJob, ClipSource, PrepSettings
 from attsf.errors import AttsfError
 
 LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
@@ -51,17 +50,6 @@ def parse_name(path: str | Path) -> RavdessName:
     return RavdessName(*match.groups())
 
 
-def find_audio(root: str | Path) -> list[Path]:
-    """Audio-only speech files (``03-01-*``, WAV or FLAC) under ``root``."""
-    root = Path(root)
-    if not root.is_dir():
-        raise AttsfError(f"{root}: folder not found")
-    files = sorted(p for p in root.rglob("03-01-*") if p.suffix.lower() in (".wav", ".flac"))
-    if not files:
-        raise AttsfError(f"{root}: no RAVDESS audio-only speech files (03-01-*.wav|flac) found")
-    return files
-
-
 def read_au_table(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """OpenFace AU summary per clip: (column names, {clip id: float32 vector})."""
     path = Path(path)
@@ -79,51 +67,6 @@ def read_au_table(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
             except ValueError:
                 raise AttsfError(f"{path}: line {n} has a non-numeric value") from None
     return header[1:], rows
-
-
-@dataclass(frozen=True)
-class AudioAUJob:
-    """One clip of the RAVDESS audio + OpenFace-AU source."""
-
-    path: Path
-    au: np.ndarray | None
-    audio_cfg: AudioConfig
-
-    @property
-    def clip_id(self) -> str:
-        name = parse_name(self.path)
-        return name.av_id if self.au is not None else self.path.stem
-
-    def __call__(self) -> tuple[ClipRecord, dict[str, np.ndarray]]:
-        name = parse_name(self.path)
-        record = ClipRecord(id=self.clip_id, label=name.label, speaker=name.actor, source=str(self.path),
-                            extra={"intensity": name.intensity, "statement": name.statement,
-                                   "repetition": name.repetition})
-        arrays = {"audio": mfcc_from_file(self.path, self.audio_cfg)}
-        if self.au is not None:
-            arrays["visual"] = self.au[None, :]  # a feature sequence of length 1
-        return record, arrays
-
-
-def audio_au_jobs(root: str | Path, au_csv: str | Path | None,
-                  audio_cfg: AudioConfig) -> tuple[list[AudioAUJob], list[tuple[str, str]], dict]:
-    """Jobs for every audio file, the files that cannot be used, and the visual settings."""
-    table: dict[str, np.ndarray] = {}
-    names: list[str] = []
-    if au_csv is not None:
-        names, table = read_au_table(au_csv)
-    jobs, failures = [], []
-    for path in find_audio(root):
-        name = parse_name(path)
-        au = None
-        if au_csv is not None:
-            au = table.get(name.av_id)
-            if au is None:
-                failures.append((str(path), f"no row for clip {name.av_id} in the AU table"))
-                continue
-        jobs.append(AudioAUJob(path, au, audio_cfg))
-    visual = {"kind": "features", "dim": len(names), "names": names, "source": str(au_csv)} if au_csv else {"kind": "none"}
-    return jobs, failures, visual
 
 
 def media_sources(root: str | Path, audio_only: bool = False) -> tuple[list[ClipSource], list[tuple[str, str]]]:
@@ -150,3 +93,23 @@ def media_sources(root: str | Path, audio_only: bool = False) -> tuple[list[Clip
         extra = {"intensity": name.intensity, "statement": name.statement, "repetition": name.repetition}
         sources.append(ClipSource(media=path, clip_id=path.stem, label=name.label, speaker=name.actor, extra=extra))
     return sources, failures
+
+
+def audio_au_jobs(root: str | Path, au_csv: str | Path,
+                  audio_cfg: AudioConfig) -> tuple[list[ClipJob], list[tuple[str, str]], dict]:
+    """The audio-only speech files joined by clip id with the OpenFace AU table, each AU
+    vector a visual feature sequence of length 1: jobs, unusable files, and the index's
+    visual entry."""
+    names, table = read_au_table(au_csv)
+    sources, failures = media_sources(root, audio_only=True)
+    settings = PrepSettings(audio=audio_cfg, visual="features")
+    jobs = []
+    for src in sources:
+        av_id = parse_name(src.media).av_id
+        au = table.get(av_id)
+        if au is None:
+            failures.append((str(src.media), f"no row for clip {av_id} in the AU table"))
+            continue
+        jobs.append(ClipJob(replace(src, clip_id=av_id, features=au[None, :]), settings))
+    visual = {"kind": "features", "dim": len(names), "names": names, "source": str(au_csv)}
+    return jobs, failures, visual

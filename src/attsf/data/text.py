@@ -8,6 +8,7 @@ A folder: BERT-style weights the user supplies (``config.json``, tokenizer files
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,15 +20,29 @@ from attsf.errors import AttsfError
 TextEncoder = Callable[[list[str]], np.ndarray]
 
 
+MINILM_DIM = 384
+
+
+def _bert_config(spec: str) -> Path:
+    config = Path(spec) / "config.json"
+    if not config.is_file():
+        raise AttsfError(f"{spec}: text model must be 'minilm' or a folder with BERT weights (config.json missing)")
+    return config
+
+
+def text_dim(spec: str) -> int:
+    """Width of the sentence features ``spec`` gives, without loading the model."""
+    if spec == "minilm":
+        return MINILM_DIM
+    return int(json.loads(_bert_config(spec).read_text()).get("hidden_size", 768))
+
+
 def text_encoder(spec: str) -> TextEncoder:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if spec == "minilm":
         return _minilm()
-    path = Path(spec)
-    if not (path / "config.json").is_file():
-        raise AttsfError(f"{spec}: text model must be 'minilm' or a folder with BERT weights (config.json missing)")
-    return _bert(path)
+    return _bert(_bert_config(spec).parent)
 
 
 def _minilm() -> TextEncoder:
