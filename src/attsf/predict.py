@@ -73,7 +73,11 @@ class EmotionRecognizer:
             from attsf.efficientface import FaceEncoder
 
             self.encoder = FaceEncoder(prep.weights)
-        self._cropper = None
+        self.cropper = None
+        if prep.visual != "none":
+            from attsf.data.faces import FaceCropper
+
+            self.cropper = FaceCropper(self.prep.faces)
 
     @property
     def visual_kind(self) -> str:
@@ -100,14 +104,6 @@ class EmotionRecognizer:
         load_weights(model, weights)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(cfg, list(side["labels"]), model, preprocessing, device)
-
-    @property
-    def cropper(self):
-        if self._cropper is None:
-            from attsf.data.faces import FaceCropper
-
-            self._cropper = FaceCropper(self.prep.faces)
-        return self._cropper
 
     # ------------------------------------------------------------------ inference
     def prepare(self, path: str | Path) -> tuple[Prediction, dict[str, torch.Tensor]]:
