@@ -164,3 +164,17 @@ def test_preprocess_bad_arguments(tmp_path):
                        (["ravdess", "--root", str(tmp_path), "--shard", "3/2"], "--shard 3/2")]:
         proc = run_cli("preprocess", *args, "--out", str(tmp_path / "c"), check=False)
         assert proc.returncode == 2 and text in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_mosi_pickle_trains_a_regression_run(tmp_path):
+    pkl = tmp_path / "aligned_50.pkl"
+    layouts.mosi_pickle(pkl, n=(16, 8, 8))
+    cache = tmp_path / "cache"
+    run_cli("preprocess", "mosi", "--root", str(pkl), "--out", str(cache), "--quiet")
+    run = tmp_path / "run"
+    run_cli("train", "mosi_features", f"data.cache={cache}", "model.d_model=16", "model.n_heads=2",
+            "model.audio_channels=[8,8,8,16]", "model.visual_channels=[16]", "model.n_cmb=1", "model.n_sab=1",
+            "model.ffn_cmb=16", "model.ffn_sab=16", "model.ffn_avam=16", "train.batch_size=8", "train.max_epochs=2",
+            "train.progress=false", "train.threads=1", "--out", str(run))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["n"] == 8 and 0 < metrics["test"]["mae"] < 10

@@ -49,6 +49,14 @@ def _check_against_cache(cfg: Config, dm: ClipDataModule) -> Config:
             raise AttsfError(f"the cache {dm.cache.root} holds face frames; set model.visual_mode=efficientface")
         if kind == "features" and model.visual_dim != visual["dim"]:
             model = replace(model, visual_dim=int(visual["dim"]))
+    audio = dm.cache.settings.get("audio", {})
+    if audio.get("kind") == "features" and model.n_mfcc != audio["dim"]:
+        model = replace(model, n_mfcc=int(audio["dim"]))  # e.g. the 5-d acoustic features of MOSI pickles
+    if model.text_dim > 0:
+        text = dm.cache.settings.get("text")
+        if not text:
+            raise AttsfError(f"model.text_dim={model.text_dim} but the cache {dm.cache.root} holds no text features")
+        model = replace(model, text_dim=int(text["dim"]))
     return replace(cfg, model=model)
 
 

@@ -81,11 +81,17 @@ def face_augmentation(size: int):
 
 
 class ClipDataset(Dataset):
-    """Items ``{"audio", "visual", "label", "index"}`` for the records of one split."""
+    """Items ``{"audio", "visual", "text", "label", "index"}`` for the records of one split;
+    ``label`` is the class index, or with ``regression`` the record's ``extra["score"]``."""
 
     def __init__(self, cache: ClipCache, records: Sequence[ClipRecord], augment: bool = False,
-                 preload: bool | None = None) -> None:
-        self.cache, self.records = cache, list(records)
+                 preload: bool | None = None, regression: bool = False) -> None:
+        self.cache, self.records, self.regression = cache, list(records), regression
+        if regression:
+            unscored = [r.id for r in self.records if "score" not in r.extra]
+            if unscored:
+                raise AttsfError(f"{cache.root}: clip {unscored[0]} has no regression score (extra.score); "
+                                 f"task=regression needs a cache with scores (e.g. MOSI)")
         visual = cache.settings.get("visual", {})
         kind = visual.get("kind", "none")
         self.augment = face_augmentation(visual.get("size", 224)) if augment and kind == "frames" else None
@@ -98,7 +104,7 @@ class ClipDataset(Dataset):
     def _read(self, i: int) -> dict:
         record = self.records[i]
         item = dict(self.cache.load(record))
-        item["label"] = self.cache.label_index(record)
+        item["label"] = float(record.extra["score"]) if self.regression else self.cache.label_index(record)
         item["index"] = i
         return item
 
@@ -144,7 +150,8 @@ class ClipDataModule(L.LightningDataModule):
     def dataset(self, split: str) -> ClipDataset:
         if split not in self.datasets:
             augment = split == "train" and self.cfg.data.augment
-            self.datasets[split] = ClipDataset(self.cache, self.splits[split], augment=augment)
+            self.datasets[split] = ClipDataset(self.cache, self.splits[split], augment=augment,
+                                               regression=self.cfg.model.task == "regression")
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
