@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, mean_absolute_error, recall_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -77,7 +77,8 @@ def _to(x: torch.Tensor | None, device: str | torch.device) -> torch.Tensor | No
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
-    """Accuracy, per-class recall, macro F1, unweighted accuracy (mean recall), confusion."""
+    """Accuracy (IEMOCAP's WA), per-class recall, macro F1, unweighted accuracy (mean
+    per-class recall: IEMOCAP's UA), confusion matrix."""
     idx = list(range(len(labels)))
     recall = recall_score(y_true, y_pred, labels=idx, average=None, zero_division=0)
     present = np.isin(idx, y_true)
@@ -92,7 +93,30 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
-    return {"mae": float(np.abs(y_true - y_pred).mean()), "n": int(len(y_true))}
+    """CMU-MOSI's metrics of sentiment scores in [-3, 3]:
+
+    * ``acc2_has0`` / ``f1_has0``: negative (< 0) vs non-negative (>= 0), every clip;
+    * ``acc2_non0`` / ``f1_non0``: negative vs positive, clips whose true score is 0 left out;
+    * ``acc7``: scores rounded and clipped to the 7 integers -3..3;
+    * ``mae`` and Pearson ``corr``. F1 is weighted over the two classes (scikit-learn).
+    """
+    from torchmetrics.functional import pearson_corrcoef
+
+    y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    nonzero = y_true != 0
+    seven = lambda y: np.clip(np.round(y), -3, 3)  # noqa: E731
+    corr = pearson_corrcoef(torch.from_numpy(y_pred), torch.from_numpy(y_true)).item() if len(y_true) > 1 else 0.0
+    return {
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "corr": float(np.nan_to_num(corr)),
+        "acc7": float(accuracy_score(seven(y_true), seven(y_pred))),
+        "acc2_has0": float(accuracy_score(y_true >= 0, y_pred >= 0)),
+        "f1_has0": float(f1_score(y_true >= 0, y_pred >= 0, average="weighted", zero_division=0)),
+        "acc2_non0": float(accuracy_score(y_true[nonzero] > 0, y_pred[nonzero] > 0)) if nonzero.any() else 0.0,
+        "f1_non0": (float(f1_score(y_true[nonzero] > 0, y_pred[nonzero] > 0, average="weighted", zero_division=0))
+                    if nonzero.any() else 0.0),
+        "n": int(len(y_true)),
+    }
 
 
 def metrics_for(pred: dict[str, np.ndarray], labels: list[str], regression: bool) -> dict:
