@@ -86,6 +86,15 @@ def cmd_cv(args: argparse.Namespace) -> None:
               f"over {len(summary['folds'])} folds -> {out}/cv.json")
 
 
+def cmd_robustness(args: argparse.Namespace) -> None:
+    from attsf.robustness import robustness, robustness_table
+
+    fractions = tuple(float(f) for f in args.fractions.split(","))
+    if not all(0 <= f <= 1 for f in fractions):
+        raise AttsfError(f"--fractions {args.fractions}: each must be in [0, 1]")
+    print(robustness_table(robustness(args.run_dir, fractions, args.seed)), end="")
+
+
 def cmd_summary(args: argparse.Namespace) -> None:
     from attsf.summary import summary_text
 
@@ -213,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="output directory (default runs/NAME)")
     c.add_argument("--folds", help="comma-separated fold numbers (default: all)")
     c.set_defaults(func=cmd_cv)
+
+    rb = sub.add_parser("robustness", help="test accuracy with a fraction of one modality's time steps replaced by noise")
+    rb.add_argument("run_dir")
+    rb.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
+    rb.add_argument("--seed", type=int, default=0)
+    rb.set_defaults(func=cmd_robustness)
 
     s = sub.add_parser("summary", help="print the model's layers and parameter counts")
     s.add_argument("config")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,13 +57,15 @@ def open_run(run_dir: str | Path, weights: str = BEST) -> Run:
 
 
 @torch.inference_mode()
-def predict_dataset(model: nn.Module, dataset: Dataset, batch_size: int = 32,
-                    device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
-    """Logits, labels and head features of every item, in dataset order."""
+def predict_dataset(model: nn.Module, dataset: Dataset, batch_size: int = 32, device: str | torch.device = "cpu",
+                    transform: Callable[[dict], dict] | None = None) -> dict[str, np.ndarray]:
+    """Logits, labels and head features of every item, in dataset order; ``transform``
+    (e.g. a robustness corruption) is applied to each batch before the model sees it."""
     model = model.to(device).eval()
     keep = ("logits", "logits_a", "logits_v", "features")
     out: dict[str, list[np.ndarray]] = {k: [] for k in keep + ("label",)}
     for batch in DataLoader(dataset, batch_size=batch_size):
+        batch = transform(batch) if transform is not None else batch
         res = model(audio=_to(batch.get("audio"), device), visual=_to(batch.get("visual"), device),
                     text=_to(batch.get("text"), device))
         for k in keep:

@@ -1,0 +1,97 @@
+"""Robustness to corrupted input at test time (paper Table V and beyond).
+
+``mask_fraction`` replaces a fraction r of one modality's time steps with random values,
+as the paper does: ``round(r * T)`` steps chosen at random per clip, each replaced by noise
+on the input's own scale (float inputs: a normal draw with the clip's mean and standard
+deviation; uint8 face frames: uniform pixels). A sequence of length 1 (the OpenFace AU
+vector of the shared RAVDESS data) has no time steps to choose from, so there the fraction
+r of its *feature entries* is replaced instead. ``r = 1`` with ``missing=True`` sets the
+whole modality to zeros: the modality is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attsf.io import write_json
+
+Tensor = torch.Tensor
+TIME_DIM = {"audio": -1, "visual": 1}  # audio (B, n_mfcc, T); visual (B, T, ...) frames or features
+
+
+def _noise_like(x: Tensor, g: torch.Generator) -> Tensor:
+    if x.dtype == torch.uint8:
+        return torch.randint(0, 256, x.shape, generator=g, dtype=torch.uint8)
+    flat = x.float().flatten(1)
+    mean, std = flat.mean(1), flat.std(1).clamp_min(1e-6)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    return (torch.randn(x.shape, generator=g) * std.view(shape) + mean.view(shape)).to(x.dtype)
+
+
+def mask_fraction(x: Tensor, fraction: float, time_dim: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(masked copy of ``x``, boolean mask of the replaced positions along the masked axis,
+    shape (B, T) or (B, F) for length-1 sequences)."""
+    x = x.clone()
+    time_dim = time_dim % x.dim()
+    axis = time_dim if x.shape[time_dim] > 1 else x.dim() - 1  # length 1: mask feature entries
+    moved = x.movedim(axis, 1)  # (B, L, ...) view of x
+    b, length = moved.shape[:2]
+    k = round(fraction * length)
+    mask = torch.zeros(b, length, dtype=torch.bool)
+    for i in range(b):
+        mask[i, torch.randperm(length, generator=g)[:k]] = True
+    noise = _noise_like(moved, g)
+    where = mask.view(b, length, *([1] * (moved.dim() - 2))).expand_as(moved)
+    moved[where] = noise[where]
+    return x, mask
+
+
+def corrupt(batch: dict[str, Tensor], modality: str, fraction: float, g: torch.Generator,
+            missing: bool = False) -> dict[str, Tensor]:
+    batch = dict(batch)
+    if missing:
+        batch[modality] = torch.zeros_like(batch[modality])
+    elif fraction > 0:
+        batch[modality] = mask_fraction(batch[modality], fraction, TIME_DIM[modality], g)[0]
+    return batch
+
+
+def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.round(np.arange(0.1, 1.0, 0.1), 1)),
+               seed: int = 0) -> dict:
+    """Test accuracy of a run's best weights with each modality masked at each fraction,
+    and with each modality missing. Written to ``RUN_DIR/robustness.json`` and ``.md``."""
+    from attsf.data.datamodule import ClipDataModule
+    from attsf.evaluate import metrics_for, open_run, predict_dataset
+
+    run = open_run(run_dir)
+    dataset = ClipDataModule(run.cfg).dataset("test")
+    regression = run.cfg.model.task == "regression"
+    key = "mae" if regression else "accuracy"
+    modalities = [name for name, code in (("audio", "a"), ("visual", "v")) if code in run.cfg.model.modalities]
+
+    def score(modality: str | None, fraction: float = 0.0, missing: bool = False) -> float:
+        g = torch.Generator().manual_seed(seed)
+        transform = None if modality is None else (lambda b: corrupt(b, modality, fraction, g, missing))
+        pred = predict_dataset(run.model, dataset, batch_size=32, transform=transform)
+        return float(metrics_for(pred, run.labels, regression)[key])
+
+    result = {"metric": key, "clean": score(None), "fractions": list(map(float, fractions)), "masked": {}, "missing": {}}
+    for m in modalities:
+        result["masked"][m] = [score(m, r) for r in fractions]
+        result["missing"][m] = score(m, 1.0, missing=True)
+    write_json(Path(run_dir) / "robustness.json", result)
+    (Path(run_dir) / "robustness.md").write_text(robustness_table(result))
+    return result
+
+
+def robustness_table(result: dict) -> str:
+    pct = 1 if result["metric"] == "mae" else 100
+    head = "| modality | " + " | ".join(f"r={r:.1f}" for r in result["fractions"]) + " | missing |"
+    lines = [f"Test {result['metric']} (clean: {result['clean'] * pct:.2f}) with a fraction r of one modality's "
+             "time steps replaced by noise", "", head, "|" + " --- |" * (len(result["fractions"]) + 2)]
+    for m, values in result["masked"].items():
+        lines.append(f"| {m} | " + " | ".join(f"{v * pct:.2f}" for v in values) + f" | {result['missing'][m] * pct:.2f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,48 @@
+"""Test-time corruption: masking replaces exactly the requested fraction."""
+
+import json
+
+import pytest
+import torch
+from conftest import run_cli
+
+from attsf.robustness import corrupt, mask_fraction
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9, 1.0])
+def test_mask_replaces_exact_fraction_of_time_steps(fraction):
+    g = torch.Generator().manual_seed(0)
+    audio = torch.randn(4, 12, 121) + 5
+    masked, mask = mask_fraction(audio, fraction, -1, g)
+    k = round(fraction * 121)
+    assert mask.shape == (4, 121) and (mask.sum(1) == k).all()
+    changed = (masked != audio).any(dim=1)  # per time step
+    assert torch.equal(changed, mask)
+    if k:  # noise on the clip's scale
+        assert abs(masked[mask.unsqueeze(1).expand_as(masked)].mean().item() - 5) < 0.5
+
+
+def test_mask_frames_and_length_one_features():
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 256, (2, 15, 3, 8, 8), dtype=torch.uint8)
+    masked, mask = mask_fraction(frames, 0.4, 1, g)
+    assert (mask.sum(1) == 6).all() and masked.dtype == torch.uint8
+    assert torch.equal((masked != frames).flatten(2).any(2), mask)
+    au = torch.rand(3, 1, 35)  # the shared AU vector: a sequence of length 1 -> mask its entries
+    masked, mask = mask_fraction(au, 0.2, 1, g)
+    assert mask.shape == (3, 35) and (mask.sum(1) == 7).all()
+    assert torch.equal(masked[:, 0] != au[:, 0], mask)
+    gone = corrupt({"audio": torch.randn(2, 12, 5)}, "audio", 1.0, g, missing=True)["audio"]
+    assert not gone.any()
+
+
+def test_robustness_command(tiny_overrides, tmp_path):
+    run = tmp_path / "run"
+    run_cli("train", "ravdess_au", *tiny_overrides, "train.max_epochs=2", "--out", str(run))
+    out = run_cli("robustness", str(run), "--fractions", "0.5,1.0").stdout
+    assert "| audio |" in out and "| visual |" in out
+    result = json.loads((run / "robustness.json").read_text())
+    assert result["fractions"] == [0.5, 1.0] and len(result["masked"]["audio"]) == 2
+    clean = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+    assert result["clean"] == pytest.approx(clean)
+    assert all(0 <= v <= 1 for v in result["masked"]["audio"] + list(result["missing"].values()))
