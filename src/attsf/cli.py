@@ -95,6 +95,12 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     print(robustness_table(robustness(args.run_dir, fractions, args.seed)), end="")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from attsf.report import build_report
+
+    print(f"report -> {build_report(args.run_dir, args.seed)}")
+
+
 def cmd_summary(args: argparse.Namespace) -> None:
     from attsf.summary import summary_text
 
@@ -228,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
     rb.add_argument("--seed", type=int, default=0)
     rb.set_defaults(func=cmd_robustness)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page of a run's tables and figures")
+    rp.add_argument("run_dir")
+    rp.add_argument("--seed", type=int, default=0, help="t-SNE seed")
+    rp.set_defaults(func=cmd_report)
 
     s = sub.add_parser("summary", help="print the model's layers and parameter counts")
     s.add_argument("config")

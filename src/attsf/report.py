@@ -1,0 +1,182 @@
+"""``attsf report RUN_DIR``: the figures a paper would show for one run, and one
+self-contained HTML page (images embedded) that opens offline.
+
+Figures: normalised confusion matrix, t-SNE of the fused features coloured by class,
+training curves, robustness curves (when ``attsf robustness`` has run), and the paper's
+Fig. 4 kind of table: test clips where both unimodal heads are wrong and the fusion is
+right, and the reverse.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from attsf.io import atomic_write_bytes, atomic_write_text  # noqa: E402
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def confusion_figure(confusion: list[list[int]], labels: list[str]) -> bytes:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    cm = np.asarray(confusion, dtype=float)
+    norm = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(labels), 0.8 + 0.6 * len(labels)))
+    ConfusionMatrixDisplay(norm, display_labels=labels).plot(ax=ax, cmap="Blues", values_format=".2f", colorbar=False)
+    ax.set_title("Normalised confusion matrix (rows: true class)")
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    return _png(fig)
+
+
+def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    """2-D t-SNE of the fused features; deterministic for a seed."""
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+
+
+def tsne_figure(points: np.ndarray, y: np.ndarray, labels: list[str]) -> bytes:
+    fig, ax = plt.subplots(figsize=(6, 5))
+    cmap = plt.get_cmap("tab10")
+    for c, name in enumerate(labels):
+        sel = y == c
+        if sel.any():
+            ax.scatter(points[sel, 0], points[sel, 1], s=14, color=cmap(c % 10), label=name)
+    ax.set_title("t-SNE of the fused features (test clips)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8, markerscale=1.5, loc="best")
+    return _png(fig)
+
+
+def curves_figure(metrics_csv: Path) -> bytes | None:
+    if not metrics_csv.is_file():
+        return None
+    with metrics_csv.open() as fh:
+        rows = list(csv.DictReader(fh))
+    series: dict[str, dict[int, float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if value and key not in ("epoch", "step"):
+                series.setdefault(key, {})[int(row["epoch"])] = float(value)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in ("train_acc", "val_acc", "train_mae", "val_mae"):
+        if key in series:
+            a1.plot(list(series[key]), list(series[key].values()), label=key)
+    for key in ("train_loss", "val_loss", "train_loss_sim", "val_loss_sim"):
+        if key in series:
+            a2.plot(list(series[key]), list(series[key].values()), label=key)
+    a1.set_title("accuracy / MAE per epoch")
+    a2.set_title("losses per epoch")
+    a2.set_yscale("log")
+    for ax in (a1, a2):
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def robustness_figure(result: dict) -> bytes:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    scale = 1 if result["metric"] == "mae" else 100
+    for m, values in result["masked"].items():
+        ax.plot(result["fractions"], np.array(values) * scale, marker="o", label=f"{m} masked")
+    ax.axhline(result["clean"] * scale, color="grey", ls="--", label="clean")
+    ax.set_xlabel("fraction r of time steps replaced by noise")
+    ax.set_ylabel(f"test {result['metric']}" + (" %" if scale == 100 else ""))
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def fusion_cases(pred: dict[str, np.ndarray], ids: list[str], labels: list[str], limit: int = 10) -> dict[str, list]:
+    """Fig. 4 of the paper: clips where both unimodal heads are wrong and the fused head is
+    right ("fusion helps"), and the reverse ("fusion hurts")."""
+    if "logits_a" not in pred or "logits_v" not in pred:
+        return {}
+    y = pred["label"].astype(int)
+    f, a, v = (pred[k].argmax(1) for k in ("logits", "logits_a", "logits_v"))
+    row = lambda i: [ids[i], labels[y[i]], labels[a[i]], labels[v[i]], labels[f[i]]]  # noqa: E731
+    helps = [row(i) for i in np.flatnonzero((f == y) & (a != y) & (v != y))]
+    hurts = [row(i) for i in np.flatnonzero((f != y) & ((a == y) | (v == y)))]
+    return {"helps": helps[:limit], "hurts": hurts[:limit], "n_helps": len(helps), "n_hurts": len(hurts)}
+
+
+def _table(head: list[str], rows: list[list]) -> str:
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def build_report(run_dir: str | Path, seed: int = 0) -> Path:
+    """Figures under ``RUN_DIR/figures/`` and ``RUN_DIR/report.html``."""
+    from attsf.data.datamodule import ClipDataModule
+    from attsf.evaluate import metrics_for, open_run, predict_dataset
+
+    root = Path(run_dir)
+    run = open_run(root)
+    dataset = ClipDataModule(run.cfg).dataset("test")
+    pred = predict_dataset(run.model, dataset, batch_size=32)
+    regression = run.cfg.model.task == "regression"
+    metrics = metrics_for(pred, run.labels, regression)
+    figures: dict[str, bytes] = {}
+    if not regression:
+        figures["confusion"] = confusion_figure(metrics["confusion"], run.labels)
+        if "features" in pred and len(pred["features"]) > 5:
+            figures["tsne"] = tsne_figure(tsne_embedding(pred["features"], seed), pred["label"].astype(int), run.labels)
+    curves = curves_figure(root / "metrics.csv")
+    if curves:
+        figures["curves"] = curves
+    robust_path = root / "robustness.json"
+    robust = json.loads(robust_path.read_text()) if robust_path.is_file() else None
+    if robust:
+        figures["robustness"] = robustness_figure(robust)
+    for name, png in figures.items():
+        atomic_write_bytes(root / "figures" / f"{name}.png", png)
+
+    parts = [f"<h1>attsf report: {html.escape(run.cfg.name)}</h1>",
+             f"<p>Run <code>{html.escape(str(root))}</code>, test split, {metrics['n']} clips.</p>"]
+    scalars = [[k, f"{v * 100:.2f} %" if not regression and k != "n" else f"{v:.4f}"]
+               for k, v in metrics.items() if isinstance(v, (int, float))]
+    parts.append("<h2>Metrics</h2>" + _table(["metric", "value"], scalars))
+    if "per_class_recall" in metrics:
+        parts.append("<h2>Per-class recall</h2>" + _table(
+            ["class", "recall"], [[k, f"{v * 100:.1f} %"] for k, v in metrics["per_class_recall"].items()]))
+    titles = {"confusion": "Confusion matrix", "tsne": "t-SNE of the fused features", "curves": "Training curves",
+              "robustness": "Robustness"}
+    for name, png in figures.items():
+        parts.append(f"<h2>{titles[name]}</h2>{_img(png, titles[name])}")
+    cases = fusion_cases(pred, [r.id for r in dataset.records], run.labels) if not regression else {}
+    if cases:
+        head = ["clip", "true", "audio head", "visual head", "fused"]
+        parts.append(f"<h2>Where fusion helps ({cases['n_helps']} clips: both unimodal heads wrong, fused right)</h2>"
+                     + _table(head, cases["helps"]))
+        parts.append(f"<h2>Where fusion hurts ({cases['n_hurts']} clips: a unimodal head right, fused wrong)</h2>"
+                     + _table(head, cases["hurts"]))
+    style = ("body{font:14px/1.4 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem}"
+             "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}"
+             "img{max-width:100%}")
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>attsf report</title>'
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    out = root / "report.html"
+    atomic_write_text(out, page)
+    return out
