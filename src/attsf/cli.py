@@ -95,6 +95,17 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     print(robustness_table(robustness(args.run_dir, fractions, args.seed)), end="")
 
 
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from attsf.experiments import run_experiment
+
+    path = resolve_config_path(args.config)
+    out = args.out or f"runs/experiments/{path.stem}"
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    fractions = tuple(float(f) for f in args.fractions.split(",")) if args.fractions else None
+    print(run_experiment(args.name, path, args.overrides, out, folds, fractions), end="")
+    print(f"-> {out}/{args.name}.md")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from attsf.report import build_report
 
@@ -234,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
     rb.add_argument("--seed", type=int, default=0)
     rb.set_defaults(func=cmd_robustness)
+
+    ex = sub.add_parser("experiment", help="a paper experiment over all folds, with the paper's numbers beside ours")
+    ex.add_argument("name", choices=["variants", "ablations", "replacements", "robustness"])
+    ex.add_argument("config", help="base config, e.g. ravdess_au")
+    ex.add_argument("overrides", nargs="*")
+    ex.add_argument("--out", help="output folder, shared by all experiments (default runs/experiments/CONFIG)")
+    ex.add_argument("--folds", help="comma-separated fold numbers (default: all)")
+    ex.add_argument("--fractions", help="robustness: masking fractions (default 0.1,...,0.9)")
+    ex.set_defaults(func=cmd_experiment)
 
     rp = sub.add_parser("report", help="one self-contained HTML page of a run's tables and figures")
     rp.add_argument("run_dir")
