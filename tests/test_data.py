@@ -1,10 +1,14 @@
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from conftest import SHARED
 
+from attsf.config import load_config
+from attsf.data import normalize
 from attsf.data.audio import AudioConfig, fit_length, mfcc, mfcc_from_file
 from attsf.data.cache import ClipCache
+from attsf.data.datamodule import ClipDataModule
 from attsf.data.preprocess import run_jobs
 from attsf.data.ravdess import LABELS, audio_au_jobs, parse_name
 from attsf.errors import AttsfError
@@ -74,3 +78,25 @@ def test_shared_ravdess_audio_au_cache(tmp_path):
     assert np.allclose(item["visual"][0].numpy(), [float(v) for v in row.split(",")], atol=1e-6)
     again = run_jobs(jobs, tmp_path / "cache", dataset="ravdess", labels=LABELS, settings={}, progress=False)
     assert again.skipped == 24 and again.done == 0
+
+
+def test_speaker_normalisation_z_scores_each_speaker(tiny_overrides, tiny_cache):
+    cfg = load_config(None, [*tiny_overrides, "data.normalize=speaker"])
+    dm = ClipDataModule(cfg)
+    raw = ClipCache(tiny_cache)
+    for split in ("train", "test"):
+        ds = dm.dataset(split)
+        for speaker in {r.speaker for r in ds.records}:
+            idx = [i for i, r in enumerate(ds.records) if r.speaker == speaker]
+            audio = torch.cat([ds[i]["audio"] for i in idx], dim=1)  # (12, all frames of the speaker)
+            visual = torch.cat([ds[i]["visual"] for i in idx])  # (clips, 6)
+            torch.testing.assert_close(audio.mean(1), torch.zeros(12), atol=1e-4, rtol=0)
+            torch.testing.assert_close(audio.std(1, unbiased=False), torch.ones(12), atol=1e-4, rtol=0)
+            torch.testing.assert_close(visual.mean(0), torch.zeros(6), atol=1e-4, rtol=0)
+            before = raw.load(ds.records[idx[0]])["audio"]
+            assert not torch.allclose(before, ds[idx[0]]["audio"])
+    fallback = normalize.from_json(dm.normalization()["fallback"])
+    train = {r.speaker for r in dm.splits["train"]}
+    expected = torch.stack([dm.speaker_stats[s]["audio"][0] for s in train]).mean(0)
+    torch.testing.assert_close(fallback["audio"][0], expected)
+    assert ClipDataModule(load_config(None, tiny_overrides)).normalization() == {}

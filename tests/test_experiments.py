@@ -16,7 +16,7 @@ def test_experiments_write_tables_and_reuse_runs(tiny_overrides, tmp_path):
     assert (out / "ablations.md").read_text() == table.split("-> ")[0]
     trained = (out / "attsf_net" / "fold0" / "metrics.json").stat().st_mtime
 
-    rob = run_cli("experiment", "robustness", "ravdess_au", *common, "--fractions", "0.5").stdout
+    rob = run_cli("experiment", "robustness", "ravdess_au", *common, "--fractions", "0.5", "--snr", "none").stdout
     assert (out / "attsf_net" / "fold0" / "metrics.json").stat().st_mtime == trained  # reused, not retrained
     assert "| ATTSF-Net (audio) |" in rob and "| paper ATTSF-Net (audio) | 88.67 | 83.40 | — |" in rob
     assert "| ATTSF-Gat (visual) |" in rob
@@ -25,4 +25,5 @@ def test_experiments_write_tables_and_reuse_runs(tiny_overrides, tmp_path):
 
     rep = run_cli("experiment", "replacements", "ravdess_au", *common).stdout
     assert "| LSTM -> Linear |" in rep and rep.count("| 87.25 |") == 1
-    assert "not implemented yet" in rep  # the ATTANET block row says so instead of a number
+    assert "| CMB -> similarity-aware enhancement block |" in rep and rep.count("| 86.67 |") == 1
+    assert (out / "cmb_similarity_aware_enhancement_block" / "fold0" / "metrics.json").is_file()

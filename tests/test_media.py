@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 
 from attsf.data.audio import AudioConfig
-from attsf.data.faces import FaceConfig, FaceCropper, square_box
+from attsf.data.faces import FaceConfig, FaceCropper, iou, square_box
 from attsf.data.media import decode_audio, frame_times, probe, sample_frames
-from attsf.data.synthetic import talking_clip
+from attsf.data.synthetic import Actor, talking_clip, write_media
 from attsf.errors import AttsfError
 
 
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+def counting(cropper: FaceCropper) -> list[int]:
+    """Record how many frames each call of the real MTCNN receives."""
+    sizes, detect = [], cropper.mtcnn.detect
+    cropper.mtcnn.detect = lambda images, *a, **k: sizes.append(len(images)) or detect(images, *a, **k)
+    return sizes
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def clip720(tmp_path_factory):
     return path, actor
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cropper():
     return FaceCropper(FaceConfig())
 
@@ -54,15 +54,46 @@ def test_mtcnn_finds_the_moving_face(clip720, cropper):
     path, actor = clip720
     frames = sample_frames(path, 15, 3.6, small_height=288)
     assert len(frames.full) == 15 and frames.full[0].shape == (720, 1280, 3) and frames.small[0].shape == (288, 512, 3)
+    calls = counting(cropper)
     found = cropper.detect(frames.small)
     assert all(b is not None for b in found)
     overlaps = [iou([v * frames.scale for v in box], actor.face_box(t)) for box, t in zip(found, frames.times)]
     assert min(overlaps) > 0.6, overlaps
+    assert calls == [5]  # key frames 0, 4, 8, 12, 14; steady motion, interpolated between them
     crops = cropper(frames.full, frames.small, frames.scale, str(path))
     assert crops.frames.shape == (15, 224, 224, 3) and crops.frames.dtype == np.uint8
     assert crops.fallback_frames == 0
     # the face moves right by 35 % of the width over the clip: so do the crops
     assert crops.boxes[-1][0] - crops.boxes[0][0] > 300
+
+
+def test_key_frames_interpolate_a_face_that_hardly_moves(tmp_path, cropper):
+    actor = Actor(x=300, y=40, size=640, vx=12.0, vy=3.0)
+    path = write_media(tmp_path / "still.mp4", actors=[actor], seconds=4.0)
+    frames = sample_frames(path, 15, 3.6, small_height=288)
+    calls = counting(cropper)
+    found = cropper.detect(frames.small)
+    assert calls == [5]  # only the key frames went through MTCNN
+    overlaps = [iou([v * frames.scale for v in box], actor.face_box(t)) for box, t in zip(found, frames.times)]
+    assert min(overlaps) > 0.6, overlaps
+    every = FaceCropper(FaceConfig(detect_stride=1))
+    calls = counting(every)
+    reference = every.detect(frames.small)
+    assert calls == [15]
+    assert min(iou(a, b) for a, b in zip(found, reference)) > 0.85
+
+
+def test_key_frames_detect_again_where_the_face_jumps(tmp_path, cropper):
+    left, right = Actor(x=60, y=40, size=600), Actor(x=620, y=80, size=560)
+    clips = [sample_frames(write_media(tmp_path / f"{i}.mp4", actors=[a], seconds=4.0), 15, 3.6, small_height=288)
+             for i, a in enumerate((left, right))]
+    small = clips[0].small[:7] + clips[1].small[7:]  # a cut between frames 6 and 7
+    calls = counting(cropper)
+    found = cropper.detect(small)
+    assert calls == [5, 3]  # the key frames, then 5-7 around the cut
+    truth = [left.face_box(t) for t in clips[0].times[:7]] + [right.face_box(t) for t in clips[1].times[7:]]
+    overlaps = [iou([v * clips[0].scale for v in box], true) for box, true in zip(found, truth)]
+    assert min(overlaps) > 0.6, overlaps
 
 
 def test_fallback_to_nearest_box_then_error(clip720, cropper):

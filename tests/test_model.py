@@ -13,7 +13,7 @@ VARIANTS = {
     "pool": {"auxiliary": "pool"}, "no_sab": {"use_sab": False}, "no_audio_aux": {"use_audio_aux": False},
     "no_visual_aux": {"use_visual_aux": False}, "text": {"text_dim": 24},
     "regression": {"task": "regression", "n_classes": 1}, "audio_only": {"modalities": "a"},
-    "visual_only": {"modalities": "v"}, "visual_len_7": {},
+    "visual_only": {"modalities": "v"}, "visual_len_7": {}, "seb": {"cross_block": "seb"},
 }
 
 
@@ -55,6 +55,17 @@ def test_paper_size_model():
     assert len(model.aux_a.encoder.layers) == 2
     x_a = model.audio(torch.randn(2, 12, 121))
     assert x_a.shape == (2, 109, 128)  # 121 - 4 x (2 conv + 1 pool)
+
+
+def test_seb_shares_one_cross_block_between_directions():
+    model = build_model(replace(SMALL, cross_block="seb", dropout=0.0)).eval()
+    assert {n.split(".")[1] for n, _ in model.cmb.named_parameters(prefix="cmb")} == {"self_audio", "cross"}
+    x_a, x_v = torch.randn(2, 9, 16), torch.randn(2, 3, 16)
+    (a2v,), (v2a,) = model.cmb(x_a, x_v)
+    assert a2v.shape == x_a.shape and v2a.shape == x_v.shape
+    refined = model.cmb.self_audio(x_a, x_a)
+    torch.testing.assert_close(v2a, x_v + model.cmb.cross(x_v, refined))  # the same weights map v onto a
+    torch.testing.assert_close(a2v, refined + model.cmb.cross(refined, x_v))  # ... and a onto v
 
 
 def _names(model):

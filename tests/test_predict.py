@@ -67,6 +67,20 @@ def test_predict_python_api(recognizer, clips):
     assert many[0].probabilities == pytest.approx(r.probabilities, abs=1e-4)  # batching changes nothing
 
 
+def test_predict_applies_a_speaker_normalised_runs_statistics(recognizer, clips):
+    import torch
+
+    from attsf.data import normalize
+    from attsf.predict import EmotionRecognizer
+
+    raw = recognizer.prepare(clips["audio"])[1]["audio"]
+    mean, std = raw.mean(1), raw.std(1)
+    prep = dict(recognizer.preprocessing, normalization={"kind": "speaker", "fallback": normalize.to_json(
+        {"audio": (mean, std)})})
+    normed = EmotionRecognizer(recognizer.cfg, recognizer.labels, recognizer.model, prep).prepare(clips["audio"])[1]
+    torch.testing.assert_close(normed["audio"], (raw - mean[:, None]) / std[:, None])
+
+
 def test_predict_cli(demo_dir, clips):
     run = str(demo_dir / "run")
     out = run_cli("predict", str(clips["video"]), "--run", run, "--json").stdout

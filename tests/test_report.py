@@ -1,6 +1,7 @@
 """Figures and the HTML report of a run."""
 
 import base64
+import json
 import re
 
 import numpy as np
@@ -26,7 +27,9 @@ def test_fusion_cases():
 
 def test_report_is_self_contained(demo_dir):
     run = demo_dir / "run"
-    run_cli("robustness", str(run), "--fractions", "0.3,0.6")
+    run_cli("robustness", str(run), "--fractions", "0.3,0.6", "--snr", "10,0")
+    noise = json.loads((run / "robustness.json").read_text())["noise"]["audio"]
+    assert len(noise) == 2 and all(0 <= v <= 1 for v in noise)
     out = run_cli("report", str(run)).stdout
     page = (run / "report.html").read_text()
     assert "report.html" in out and page.startswith("<!doctype html>")

@@ -2,11 +2,15 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_cli
 
-from attsf.robustness import corrupt, mask_fraction
+from attsf.config import load_config
+from attsf.data.clips import PrepSettings, clip_waveform
+from attsf.data.datamodule import ClipDataModule
+from attsf.robustness import NoisyAudio, add_noise, corrupt, mask_fraction
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9, 1.0])
@@ -39,10 +43,31 @@ def test_mask_frames_and_length_one_features():
 def test_robustness_command(tiny_overrides, tmp_path):
     run = tmp_path / "run"
     run_cli("train", "ravdess_au", *tiny_overrides, "train.max_epochs=2", "--out", str(run))
-    out = run_cli("robustness", str(run), "--fractions", "0.5,1.0").stdout
+    out = run_cli("robustness", str(run), "--fractions", "0.5,1.0", "--snr", "none").stdout
     assert "| audio |" in out and "| visual |" in out
     result = json.loads((run / "robustness.json").read_text())
     assert result["fractions"] == [0.5, 1.0] and len(result["masked"]["audio"]) == 2
     clean = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
     assert result["clean"] == pytest.approx(clean)
     assert all(0 <= v <= 1 for v in result["masked"]["audio"] + list(result["missing"].values()))
+
+
+@pytest.mark.parametrize("snr", [0.0, 10.0, 30.0])
+def test_add_noise_has_the_requested_snr(snr):
+    rng = np.random.default_rng(0)
+    y = np.sin(np.linspace(0, 2000, 64000)).astype(np.float32) * 0.3
+    noise = add_noise(y, snr, rng) - y
+    measured = 10 * np.log10(np.mean(y.astype(np.float64) ** 2) / np.mean(noise.astype(np.float64) ** 2))
+    assert measured == pytest.approx(snr, abs=0.1)
+
+
+def test_noisy_audio_rereads_the_source_of_each_cached_clip(demo_dir):
+    cfg = load_config(demo_dir / "run" / "config.yaml")
+    test = ClipDataModule(cfg).dataset("test")
+    audio = PrepSettings.from_index(test.cache.settings).audio
+    waveforms = [clip_waveform(r, audio.sample_rate) for r in test.records]
+    clean = torch.stack([test[i]["audio"] for i in range(len(test))])
+    quiet = torch.stack([NoisyAudio(test, waveforms, audio, 80.0)[i]["audio"] for i in range(len(test))])
+    loud = torch.stack([NoisyAudio(test, waveforms, audio, 0.0)[i]["audio"] for i in range(len(test))])
+    torch.testing.assert_close(quiet, clean, atol=0.5, rtol=0.01)  # same MFCCs as the cache's at 80 dB
+    assert (loud - clean).abs().mean() > 10 * (quiet - clean).abs().mean()

@@ -89,10 +89,20 @@ def cmd_cv(args: argparse.Namespace) -> None:
 def cmd_robustness(args: argparse.Namespace) -> None:
     from attsf.robustness import robustness, robustness_table
 
-    fractions = tuple(float(f) for f in args.fractions.split(","))
+    fractions = _floats("--fractions", args.fractions)
     if not all(0 <= f <= 1 for f in fractions):
         raise AttsfError(f"--fractions {args.fractions}: each must be in [0, 1]")
-    print(robustness_table(robustness(args.run_dir, fractions, args.seed)), end="")
+    print(robustness_table(robustness(args.run_dir, fractions, args.seed, _floats("--snr", args.snr))), end="")
+
+
+def _floats(flag: str, text: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers; "none" is the empty list."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(float(f) for f in text.split(","))
+    except ValueError:
+        raise AttsfError(f"{flag} {text}: expected comma-separated numbers") from None
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
@@ -101,8 +111,9 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     path = resolve_config_path(args.config)
     out = args.out or f"runs/experiments/{path.stem}"
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
-    fractions = tuple(float(f) for f in args.fractions.split(",")) if args.fractions else None
-    print(run_experiment(args.name, path, args.overrides, out, folds, fractions), end="")
+    fractions = _floats("--fractions", args.fractions) if args.fractions else None
+    snrs = _floats("--snr", args.snr) if args.snr else None
+    print(run_experiment(args.name, path, args.overrides, out, folds, fractions, snrs), end="")
     print(f"-> {out}/{args.name}.md")
 
 
@@ -244,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("run_dir")
     rb.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
     rb.add_argument("--seed", type=int, default=0)
+    rb.add_argument("--snr", default="20,10,5,0", help="audio noise SNRs in dB, or 'none' (needs the source audio)")
     rb.set_defaults(func=cmd_robustness)
 
     ex = sub.add_parser("experiment", help="a paper experiment over all folds, with the paper's numbers beside ours")
@@ -253,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="output folder, shared by all experiments (default runs/experiments/CONFIG)")
     ex.add_argument("--folds", help="comma-separated fold numbers (default: all)")
     ex.add_argument("--fractions", help="robustness: masking fractions (default 0.1,...,0.9)")
+    ex.add_argument("--snr", help="robustness: audio noise SNRs in dB, or 'none' (default 20,10,5,0)")
     ex.set_defaults(func=cmd_experiment)
 
     rp = sub.add_parser("report", help="one self-contained HTML page of a run's tables and figures")

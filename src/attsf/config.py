@@ -26,6 +26,7 @@ class DataConfig:
     folds: str = "ravdess_actor_5fold"  # a packaged fold file name, or a path to a JSON fold file
     fold: int = 0
     augment: bool = True  # flips, rotation, crop of face frames at training time
+    normalize: Literal["none", "speaker"] = "none"  # "speaker": z-score features per speaker (data/normalize.py)
     num_workers: int = 0
 
 

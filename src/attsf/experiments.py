@@ -18,6 +18,7 @@ import numpy as np
 
 from attsf.config import load_config
 from attsf.io import atomic_write_text, write_json
+from attsf.robustness import SNRS_DB, robustness
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,15 @@ EXPERIMENTS: dict[str, tuple[Row, ...]] = {
                   Row("w/o SAB", ("model.use_sab=false",), 86.86)),
     "replacements": (Row("ATTSF-Net", (), 88.67),
                      Row("AVAM -> temporal pooling", ("model.auxiliary=pool",), 85.81),
-                     Row("LSTM -> Linear", ("model.temporal=linear",), 87.25)),
+                     Row("LSTM -> Linear", ("model.temporal=linear",), 87.25),
+                     Row("CMB -> similarity-aware enhancement block", ("model.cross_block=seb",), 86.67)),
     "robustness": FUSED,
 }
-NOT_BUILT = {"replacements": "CMB -> similarity-aware enhancement block (ATTANET, paper ref. [27]): not implemented yet"}
 
 
 def run_experiment(name: str, config: str | Path, overrides: list[str], out: str | Path,
-                   folds: list[int] | None = None, fractions: tuple[float, ...] | None = None) -> str:
+                   folds: list[int] | None = None, fractions: tuple[float, ...] | None = None,
+                   snrs: tuple[float, ...] | None = None) -> str:
     """Run (or reuse) every row over the folds; write and return the Markdown table."""
     from attsf.train import cross_validate
 
@@ -71,7 +73,8 @@ def run_experiment(name: str, config: str | Path, overrides: list[str], out: str
         cfg = load_config(config, [*overrides, *row.overrides])
         results[row.slug] = cross_validate(cfg, out / row.slug, folds)
     if name == "robustness":
-        table = _robustness(rows, out, results, fractions or tuple(np.round(np.arange(0.1, 1.0, 0.1), 1)))
+        table = _robustness(rows, out, results, fractions or tuple(np.round(np.arange(0.1, 1.0, 0.1), 1)),
+                            SNRS_DB if snrs is None else snrs)
     else:
         table = _accuracy_table(name, rows, results)
     write_json(out / f"{name}.json", {r.slug: results[r.slug] for r in rows})
@@ -87,20 +90,18 @@ def _accuracy_table(name: str, rows: tuple[Row, ...], results: dict) -> str:
         per_fold = ", ".join(f"{f['test_accuracy']:.1f}" for f in r["folds"].values())
         paper = f"{row.paper:.2f}" if row.paper is not None else "—"
         lines.append(f"| {row.name} | {r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f} | {per_fold} | {paper} |")
-    if name in NOT_BUILT:
-        lines.append(f"| {NOT_BUILT[name].split(':')[0]} | {NOT_BUILT[name].split(': ')[1]} | | 86.67 |")
     return "\n".join(lines) + "\n"
 
 
-def _robustness(rows: tuple[Row, ...], out: Path, results: dict, fractions: tuple[float, ...]) -> str:
-    from attsf.robustness import robustness
-
+def _robustness(rows: tuple[Row, ...], out: Path, results: dict, fractions: tuple[float, ...],
+                snrs: tuple[float, ...]) -> str:
     head = "| model (masked) | clean | " + " | ".join(f"r={r:.1f}" for r in fractions) + " | missing |"
     lines = ["## robustness: test accuracy % with a fraction r of one modality replaced by noise (mean over folds)",
              "", head, "|" + " --- |" * (len(fractions) + 3)]
     paper_r = [round(0.1 * i, 1) for i in range(1, 10)]
+    noisy: dict[str, np.ndarray] = {}
     for row in rows:
-        per_fold = [robustness(out / row.slug / f"fold{k}", fractions) for k in results[row.slug]["folds"]]
+        per_fold = [robustness(out / row.slug / f"fold{k}", fractions, snrs=snrs) for k in results[row.slug]["folds"]]
         clean = 100 * np.mean([p["clean"] for p in per_fold])
         for m in per_fold[0]["masked"]:
             masked = 100 * np.mean([p["masked"][m] for p in per_fold], axis=0)
@@ -111,4 +112,11 @@ def _robustness(rows: tuple[Row, ...], out: Path, results: dict, fractions: tupl
             if paper:
                 cells = [f"{paper[paper_r.index(r)]:.2f}" if r in paper_r else "—" for r in fractions]
                 lines.append(f"| paper {row.name} ({m}) | {row.paper:.2f} | " + " | ".join(cells) + " | — |")
+        if "noise" in per_fold[0]:
+            noisy[row.name] = 100 * np.mean([p["noise"]["audio"] for p in per_fold], axis=0)
+    if noisy:
+        lines += ["", "## white noise added to the audio waveform: test accuracy % (mean over folds; "
+                  "not in the paper)", "", "| model | " + " | ".join(f"{s:g} dB" for s in snrs) + " |",
+                  "|" + " --- |" * (len(snrs) + 1)]
+        lines += [f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + " |" for name, values in noisy.items()]
     return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 
 Zhang, Zhang, Ju, IEEE Transactions on Affective Computing, 2025. Equation numbers below
 are the paper's. The file reads top to bottom: building blocks (front-ends, temporal
-layer, CMB, SAB, AVAM, fusion), the config, the networks, and one factory per variant.
+layer, CMB and its Table VIII replacement SEB, SAB, AVAM, fusion), the config, the
+networks, and one factory per variant.
 
 Shapes: audio MFCC ``(B, 12, T_a)``; visual either face frames ``(B, T_v, 3, 224, 224)``
 (uint8 or float in [0, 1]) or precomputed per-frame features ``(B, T_v, F)``; optional
@@ -169,6 +170,50 @@ class CMB(nn.Module):
         return outs_a2v, outs_v2a
 
 
+class EnhancementLayer(nn.Module):
+    """Pre-norm attention block of ATTANET: ``h = Attn(Q=LN(x_q), K=V=LN(x_k))``, then
+    ``h + MLP(LN(h))`` (MLP ratio 2, GELU). As in ATTANET, no residual joins the attention
+    output to its query."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float, attn_dropout: float) -> None:
+        super().__init__()
+        self.norm_q, self.norm_k, self.norm_out = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, n_heads, dropout=attn_dropout, bias=False, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x_q: Tensor, x_k: Tensor) -> Tensor:
+        k = self.norm_k(x_k)
+        h = self.drop(self.attn(self.norm_q(x_q), k, k, need_weights=False)[0])
+        return h + self.drop(self.mlp(self.norm_out(h)))
+
+
+class SEB(nn.Module):
+    """Similarity-aware Enhancement Block of ATTANET (Fan et al., ICASSP 2024; the paper's
+    ref. [27]), the replacement for the CMB in Table VIII, with the CMB's interface.
+
+    The audio stream is first refined by self-attention (``x_a' = Enh(x_a, x_a)``); then one
+    cross-attention block *shared by both directions* maps each modality onto the other in
+    the same projection space (the "similarity-aware" part), and each result enhances the
+    stream that gave its queries::
+
+        x_a'  = Enh_aa(x_a, x_a)
+        a2v   = x_a' + Enh_av(Q=x_a', K=V=x_v)
+        v2a   = x_v  + Enh_av(Q=x_v,  K=V=x_a')
+
+    One block, as in the authors' network; its outputs stand in for the CMB's last layer.
+    """
+
+    def __init__(self, d: int, n_heads: int, dropout: float, attn_dropout: float) -> None:
+        super().__init__()
+        self.self_audio = EnhancementLayer(d, n_heads, dropout, attn_dropout)
+        self.cross = EnhancementLayer(d, n_heads, dropout, attn_dropout)
+
+    def forward(self, x_a: Tensor, x_v: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        x_a = self.self_audio(x_a, x_a)
+        return [x_a + self.cross(x_a, x_v)], [x_v + self.cross(x_v, x_a)]
+
+
 # --------------------------------------------------------------------------- SAB
 class SABLayer(nn.Module):
     """One layer of the Similarity Adjustment Block, eqs. (11)-(13)::
@@ -291,6 +336,7 @@ class ATTSFConfig:
     ffn_avam: int = 256
     auxiliary: Literal["avam", "pool"] = "avam"
     fusion: Fusions = "sum"
+    cross_block: Literal["cmb", "seb"] = "cmb"  # "seb": ATTANET's block in place of the CMB (Table VIII)
     use_sab: bool = True
     use_audio_aux: bool = True
     use_visual_aux: bool = True
@@ -372,7 +418,8 @@ class ATTSFNet(nn.Module):
         d = cfg.d_model
         self.audio = _audio_stream(cfg)
         self.visual = _visual_stream(cfg)
-        self.cmb = CMB(d, cfg.n_heads, cfg.ffn_cmb, cfg.dropout, cfg.attn_dropout, cfg.n_cmb)
+        self.cmb = (CMB(d, cfg.n_heads, cfg.ffn_cmb, cfg.dropout, cfg.attn_dropout, cfg.n_cmb) if cfg.cross_block == "cmb"
+                    else SEB(d, cfg.n_heads, cfg.dropout, cfg.attn_dropout))
         self.sab = SAB(d, cfg.n_heads, cfg.ffn_sab, cfg.dropout, cfg.attn_dropout, cfg.n_sab) if cfg.use_sab else None
         self.aux_a = _aux(cfg) if cfg.use_audio_aux else None
         self.aux_v = _aux(cfg) if cfg.use_visual_aux else None

@@ -8,7 +8,8 @@
 
 A clip is prepared exactly as the run's training cache was (the preprocessing settings
 travel in the checkpoint sidecar): MFCC of the audio track, 15 MTCNN face crops (or
-EfficientFace features). A clip without a video stream is answered by the audio head
+EfficientFace features); a run trained with ``data.normalize=speaker`` z-scores the
+features with its training speakers' pooled statistics. A clip without a video stream is answered by the audio head
 alone, one without audio by the visual head; the fused head needs both.
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from attsf.config import Config, load_config
+from attsf.data import normalize
 from attsf.data.audio import mfcc
 from attsf.data.clips import PrepSettings, face_crops
 from attsf.data.media import probe, read_audio
@@ -58,7 +60,7 @@ def _softmax(logits: torch.Tensor, labels: list[str]) -> dict[str, float]:
 class EmotionRecognizer:
     def __init__(self, cfg: Config, labels: list[str], model: torch.nn.Module, preprocessing: dict,
                  device: str = "cpu") -> None:
-        self.cfg, self.labels, self.device = cfg, labels, device
+        self.cfg, self.labels, self.device, self.preprocessing = cfg, labels, device, preprocessing
         # channels-last weights: the per-frame EfficientFace runs ~25 % faster on CPU (oneDNN), same outputs
         self.model = model.to(device, memory_format=torch.channels_last).eval()
         try:
@@ -69,6 +71,9 @@ class EmotionRecognizer:
             raise AttsfError("this run was trained on precomputed visual features (e.g. an AU table); "
                              "raw clips need a run trained on face frames or EfficientFace features")
         self.prep = replace(prep, faces=replace(prep.faces, require_face=False))  # answer even without a face
+        # a run trained with data.normalize=speaker: the training speakers' pooled statistics
+        norm = preprocessing.get("normalization") or {}
+        self.norm_stats = normalize.from_json(norm["fallback"]) if norm.get("kind") == "speaker" else {}
         self.encoder = None
         if prep.visual == "efficientface":
             from attsf.efficientface import FaceEncoder
@@ -132,7 +137,7 @@ class EmotionRecognizer:
             result.modalities.append("video")
         if "audio" not in arrays and (not wants_video or "visual" not in arrays):
             raise AttsfError(f"{path}: no audio stream, and this run does not use video")
-        return result, arrays
+        return result, normalize.apply(arrays, self.norm_stats)
 
     def _fill(self, arrays: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Zeros for a missing modality; only the other modality's head is reported then."""

@@ -93,14 +93,26 @@ def curves_figure(metrics_csv: Path) -> bytes | None:
 
 
 def robustness_figure(result: dict) -> bytes:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    noise = "noise" in result
+    fig, axes = plt.subplots(1, 2 if noise else 1, figsize=(10 if noise else 6, 4), squeeze=False)
     scale = 1 if result["metric"] == "mae" else 100
+    ylabel = f"test {result['metric']}" + (" %" if scale == 100 else "")
+    ax = axes[0, 0]
     for m, values in result["masked"].items():
         ax.plot(result["fractions"], np.array(values) * scale, marker="o", label=f"{m} masked")
     ax.axhline(result["clean"] * scale, color="grey", ls="--", label="clean")
     ax.set_xlabel("fraction r of time steps replaced by noise")
-    ax.set_ylabel(f"test {result['metric']}" + (" %" if scale == 100 else ""))
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
+    if noise:
+        ax = axes[0, 1]
+        ax.plot(result["snr_db"], np.array(result["noise"]["audio"]) * scale, marker="o", label="noisy audio")
+        ax.axhline(result["clean"] * scale, color="grey", ls="--", label="clean")
+        ax.invert_xaxis()
+        ax.set_xlabel("SNR of white noise added to the audio (dB)")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
     return _png(fig)
 
 

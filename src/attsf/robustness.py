@@ -7,6 +7,12 @@ deviation; uint8 face frames: uniform pixels). A sequence of length 1 (the OpenF
 vector of the shared RAVDESS data) has no time steps to choose from, so there the fraction
 r of its *feature entries* is replaced instead. ``r = 1`` with ``missing=True`` sets the
 whole modality to zeros: the modality is absent.
+
+``NoisyAudio`` goes beyond the paper: white Gaussian noise at a given signal-to-noise
+ratio (the clip's mean power over the noise power, in dB) is added to each test clip's
+waveform, read again from its source, and the MFCCs are computed anew. With
+``data.normalize=speaker`` the speaker statistics are recomputed on the noisy clips, as
+they would be where every recording of a speaker is noisy.
 """
 
 from __future__ import annotations
@@ -15,11 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
+from attsf.data import normalize
+from attsf.data.audio import AudioConfig, mfcc
 from attsf.io import write_json
 
 Tensor = torch.Tensor
 TIME_DIM = {"audio": -1, "visual": 1}  # audio (B, n_mfcc, T); visual (B, T, ...) frames or features
+SNRS_DB = (20.0, 10.0, 5.0, 0.0)
 
 
 def _noise_like(x: Tensor, g: torch.Generator) -> Tensor:
@@ -59,10 +69,39 @@ def corrupt(batch: dict[str, Tensor], modality: str, fraction: float, g: torch.G
     return batch
 
 
+def add_noise(y: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """``y`` plus white Gaussian noise whose power is the signal's mean power / 10^(snr/10)."""
+    power = float(np.mean(y.astype(np.float64) ** 2))
+    return (y + rng.normal(0.0, np.sqrt(power / 10 ** (snr_db / 10)), y.shape)).astype(np.float32)
+
+
+class NoisyAudio(Dataset):
+    """A test split whose audio is the MFCC of its waveforms with noise at ``snr_db``."""
+
+    def __init__(self, dataset: Dataset, waveforms: list[np.ndarray], audio: AudioConfig, snr_db: float,
+                 seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.dataset = dataset
+        self.audio = [torch.from_numpy(mfcc(add_noise(y, snr_db, rng), audio)) for y in waveforms]
+        if getattr(dataset, "speaker_stats", None) is not None:
+            speakers = [r.speaker for r in dataset.records]
+            stats = {s: normalize.clip_stats({"audio": a} for a, t in zip(self.audio, speakers) if t == s)
+                     for s in set(speakers)}
+            self.audio = [normalize.apply({"audio": a}, stats[s])["audio"] for a, s in zip(self.audio, speakers)]
+
+    def __len__(self) -> int:
+        return len(self.audio)
+
+    def __getitem__(self, i: int) -> dict:
+        return dict(self.dataset[i], audio=self.audio[i])
+
+
 def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.round(np.arange(0.1, 1.0, 0.1), 1)),
-               seed: int = 0) -> dict:
+               seed: int = 0, snrs: tuple[float, ...] = SNRS_DB) -> dict:
     """Test accuracy of a run's best weights with each modality masked at each fraction,
-    and with each modality missing. Written to ``RUN_DIR/robustness.json`` and ``.md``."""
+    with each modality missing, and with noisy audio at each SNR (dB; an empty ``snrs``
+    skips it). Written to ``RUN_DIR/robustness.json`` and ``.md``."""
+    from attsf.data.clips import PrepSettings, clip_waveform
     from attsf.data.datamodule import ClipDataModule
     from attsf.evaluate import metrics_for, open_run, predict_dataset
 
@@ -72,16 +111,21 @@ def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.roun
     key = "mae" if regression else "accuracy"
     modalities = [name for name, code in (("audio", "a"), ("visual", "v")) if code in run.cfg.model.modalities]
 
-    def score(modality: str | None, fraction: float = 0.0, missing: bool = False) -> float:
+    def score(modality: str | None, fraction: float = 0.0, missing: bool = False, data: Dataset = dataset) -> float:
         g = torch.Generator().manual_seed(seed)
         transform = None if modality is None else (lambda b: corrupt(b, modality, fraction, g, missing))
-        pred = predict_dataset(run.model, dataset, batch_size=32, transform=transform)
+        pred = predict_dataset(run.model, data, batch_size=32, transform=transform)
         return float(metrics_for(pred, run.labels, regression)[key])
 
     result = {"metric": key, "clean": score(None), "fractions": list(map(float, fractions)), "masked": {}, "missing": {}}
     for m in modalities:
         result["masked"][m] = [score(m, r) for r in fractions]
         result["missing"][m] = score(m, 1.0, missing=True)
+    if snrs and "audio" in modalities:
+        audio = PrepSettings.from_index(dataset.cache.settings).audio
+        waveforms = [clip_waveform(r, audio.sample_rate) for r in dataset.records]
+        result["snr_db"] = list(map(float, snrs))
+        result["noise"] = {"audio": [score(None, data=NoisyAudio(dataset, waveforms, audio, snr, seed)) for snr in snrs]}
     write_json(Path(run_dir) / "robustness.json", result)
     (Path(run_dir) / "robustness.md").write_text(robustness_table(result))
     return result
@@ -94,4 +138,9 @@ def robustness_table(result: dict) -> str:
              "time steps replaced by noise", "", head, "|" + " --- |" * (len(result["fractions"]) + 2)]
     for m, values in result["masked"].items():
         lines.append(f"| {m} | " + " | ".join(f"{v * pct:.2f}" for v in values) + f" | {result['missing'][m] * pct:.2f} |")
+    if "noise" in result:
+        lines += ["", f"Test {result['metric']} with white noise added to the audio waveform", "",
+                  "| SNR | " + " | ".join(f"{s:g} dB" for s in result["snr_db"]) + " |",
+                  "|" + " --- |" * (len(result["snr_db"]) + 1),
+                  "| audio | " + " | ".join(f"{v * pct:.2f}" for v in result["noise"]["audio"]) + " |"]
     return "\n".join(lines) + "\n"

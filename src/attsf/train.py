@@ -146,7 +146,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     handler = _file_logging(run_dir) if trainer_rank_zero() else logging.NullHandler()
     if trainer_rank_zero():
         _keep_history(run_dir)
-    module = ATTSFModule(cfg, dm.labels, dm.cache.settings)
+    module = ATTSFModule(cfg, dm.labels, dict(dm.cache.settings, normalization=dm.normalization()))
     monitor, mode = ("val_mae", "min") if cfg.model.task == "regression" else ("val_acc", "max")
     best_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
                               save_top_k=1, save_weights_only=True, enable_version_counter=False)

@@ -214,6 +214,10 @@ class ClipJob:
     def __call__(self) -> tuple[ClipRecord, dict[str, np.ndarray]]:
         src = self.source
         extra = dict(src.extra)
+        if src.audio:  # where the waveform lives, for tests that re-read it (audio noise)
+            extra["audio_source"] = str(src.audio)
+        elif src.segment:
+            extra["segment"] = list(src.segment)
         if src.text:
             extra["text"] = src.text
         arrays = {"audio": self.audio()}
@@ -228,3 +232,12 @@ class ClipJob:
                             split=src.split, fallback_frames=fallback, extra=extra)
         return record, arrays
 
+
+def clip_waveform(record: ClipRecord, sample_rate: int) -> np.ndarray:
+    """The waveform a cached clip's MFCCs were computed from, read again from its source."""
+    segment = record.extra.get("segment")
+    path = record.extra.get("audio_source") or record.source
+    if not Path(path).is_file():
+        raise AttsfError(f"{path}: source audio of clip {record.id} not found (run from the folder the cache "
+                         "was built in, or leave out the audio-noise test)")
+    return read_audio(path, sample_rate, tuple(segment) if segment else None)

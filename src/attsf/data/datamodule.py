@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from attsf.config import Config, DataConfig
+from attsf.data import normalize
 from attsf.data.cache import ClipCache, ClipRecord
 from attsf.errors import AttsfError
 
@@ -82,11 +83,14 @@ def face_augmentation(size: int):
 
 class ClipDataset(Dataset):
     """Items ``{"audio", "visual", "text", "label", "index"}`` for the records of one split;
-    ``label`` is the class index, or with ``regression`` the record's ``extra["score"]``."""
+    ``label`` is the class index, or with ``regression`` the record's ``extra["score"]``.
+    ``speaker_stats`` (speaker -> feature statistics) z-scores each clip's features."""
 
     def __init__(self, cache: ClipCache, records: Sequence[ClipRecord], augment: bool = False,
-                 preload: bool | None = None, regression: bool = False) -> None:
+                 preload: bool | None = None, regression: bool = False,
+                 speaker_stats: dict[str, normalize.Stats] | None = None) -> None:
         self.cache, self.records, self.regression = cache, list(records), regression
+        self.speaker_stats = speaker_stats
         if regression:
             unscored = [r.id for r in self.records if "score" not in r.extra]
             if unscored:
@@ -104,6 +108,8 @@ class ClipDataset(Dataset):
     def _read(self, i: int) -> dict:
         record = self.records[i]
         item = dict(self.cache.load(record))
+        if self.speaker_stats is not None:
+            item = normalize.apply(item, self.speaker_stats[record.speaker])
         item["label"] = float(record.extra["score"]) if self.regression else self.cache.label_index(record)
         item["index"] = i
         return item
@@ -142,16 +148,34 @@ class ClipDataModule(L.LightningDataModule):
         self.cache = ClipCache(cfg.data.cache)
         self.splits = split_records(self.cache.records, cfg.data)
         self.datasets: dict[str, ClipDataset] = {}
+        self._speaker_stats: dict[str, normalize.Stats] | None = None
 
     @property
     def labels(self) -> list[str]:
         return self.cache.labels
 
+    @property
+    def speaker_stats(self) -> dict[str, normalize.Stats] | None:
+        """Per-speaker feature statistics over all splits (no labels used) with ``normalize=speaker``."""
+        if self.cfg.data.normalize == "speaker" and self._speaker_stats is None:
+            records = [r for split in SPLITS for r in self.splits[split]]
+            self._speaker_stats = normalize.speaker_stats(self.cache, records)
+        return self._speaker_stats
+
+    def normalization(self) -> dict:
+        """What a checkpoint needs to normalise a clip of an unknown speaker alike."""
+        if self.speaker_stats is None:
+            return {}
+        train = {r.speaker for r in self.splits["train"]}
+        fallback = normalize.pooled(self.speaker_stats[s] for s in sorted(train))
+        return {"kind": "speaker", "fallback": normalize.to_json(fallback)}
+
     def dataset(self, split: str) -> ClipDataset:
         if split not in self.datasets:
             augment = split == "train" and self.cfg.data.augment
             self.datasets[split] = ClipDataset(self.cache, self.splits[split], augment=augment,
-                                               regression=self.cfg.model.task == "regression")
+                                               regression=self.cfg.model.task == "regression",
+                                               speaker_stats=self.speaker_stats)
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
