@@ -2,7 +2,10 @@
 regression on utterance statistics (MFCC mean and std over time) and the AU vector.
 A network that scores below these on the same fold has a problem to find.
 
-    python bench/baselines.py [--cache cache/ravdess_au] [--folds ravdess_actor_5fold]
+    python bench/baselines.py [--cache cache/ravdess_au] [--folds ravdess_actor_5fold] [--normalize speaker]
+
+``--normalize speaker`` first z-scores each speaker's MFCC frames and AU vectors with that
+speaker's own statistics, as ``data.normalize=speaker`` does for the networks.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from attsf.data import normalize
 from attsf.data.cache import ClipCache
 from attsf.data.datamodule import load_folds
 
@@ -22,11 +26,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cache", default="cache/ravdess_au")
     p.add_argument("--folds", default="ravdess_actor_5fold")
+    p.add_argument("--normalize", choices=["none", "speaker"], default="none")
     args = p.parse_args()
     cache = ClipCache(args.cache)
+    stats = normalize.speaker_stats(cache, cache.records) if args.normalize == "speaker" else None
     rows = []
     for r in cache.records:
         arrays = cache.load(r)
+        if stats is not None:
+            arrays = normalize.apply(arrays, stats[r.speaker])
         mfcc = arrays["audio"].numpy()
         rows.append((np.concatenate([mfcc.mean(1), mfcc.std(1)]), arrays["visual"].numpy().reshape(-1),
                      cache.label_index(r), r.speaker))
