@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from attsf.data import normalize
 from attsf.data.audio import AudioConfig, mfcc
-from attsf.io import write_json
+from attsf.io import atomic_write_text, write_json
 
 Tensor = torch.Tensor
 TIME_DIM = {"audio": -1, "visual": 1}  # audio (B, n_mfcc, T); visual (B, T, ...) frames or features
@@ -127,7 +127,7 @@ def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.roun
         result["snr_db"] = list(map(float, snrs))
         result["noise"] = {"audio": [score(None, data=NoisyAudio(dataset, waveforms, audio, snr, seed)) for snr in snrs]}
     write_json(Path(run_dir) / "robustness.json", result)
-    (Path(run_dir) / "robustness.md").write_text(robustness_table(result))
+    atomic_write_text(Path(run_dir) / "robustness.md", robustness_table(result))
     return result
 
 

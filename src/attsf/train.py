@@ -238,7 +238,7 @@ def summarise_cv(out_dir: Path, results: dict[int, dict]) -> dict:
         lines.append(f"| {k} | {f['test_accuracy']:.2f} | {f['val_accuracy']:.2f} | {f['epochs']} | {f['best_epoch']} |")
     lines.append(f"| mean ± std | {acc.mean():.2f} ± {acc.std():.2f} | | | |")
     lines += ["", "| class | mean recall % |", "| --- | --- |"] + [f"| {c} | {r:.1f} |" for c, r in recall.items()]
-    (out_dir / "cv.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out_dir / "cv.md", "\n".join(lines) + "\n")
     return summary
 
 
