@@ -14,6 +14,7 @@ files; ``write_index`` rebuilds the index from the clip files that exist.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -99,11 +100,13 @@ class ClipCache:
         if unknown:
             raise AttsfError(f"{index_path}: unknown label(s) {', '.join(unknown)} (labels are {', '.join(self.labels)})")
 
-    def load(self, record: ClipRecord) -> dict[str, torch.Tensor]:
+    def load(self, record: ClipRecord, keys: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """A clip's tensors: all of them, or those of ``keys`` that it holds."""
         path = clip_path(self.root, record.id)
         try:
             with safe_open(path, framework="pt") as fh:
-                return {k: fh.get_tensor(k) for k in fh.keys()}
+                names = fh.keys() if keys is None else [k for k in keys if k in fh.keys()]
+                return {k: fh.get_tensor(k) for k in names}
         except (OSError, ValueError) as exc:
             raise AttsfError(f"{path}: cannot read cached clip ({exc})") from None
 

@@ -88,8 +88,7 @@ class FaceCropper:
         if box is None:
             return False
         if j == 0 or j == len(keys) - 1:
-            other = keys[1] if j == 0 else keys[-2]
-            return found[other] is not None and len(keys) > 2 and self._on_track(found, keys, 1 if j == 0 else j - 1)
+            return len(keys) > 2 and self._on_track(found, keys, 1 if j == 0 else j - 1)
         before, after = found[keys[j - 1]], found[keys[j + 1]]
         if before is None or after is None:
             return False
