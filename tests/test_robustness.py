@@ -50,6 +50,11 @@ def test_robustness_command(tiny_overrides, tmp_path):
     clean = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
     assert result["clean"] == pytest.approx(clean)
     assert all(0 <= v <= 1 for v in result["masked"]["audio"] + list(result["missing"].values()))
+    stamp = (run / "robustness.json").stat().st_mtime
+    assert run_cli("robustness", str(run), "--fractions", "0.5,1.0", "--snr", "none").stdout == out
+    assert (run / "robustness.json").stat().st_mtime == stamp  # same settings: reused
+    run_cli("robustness", str(run), "--fractions", "0.5,1.0", "--snr", "none", "--seed", "3")
+    assert json.loads((run / "robustness.json").read_text())["seed"] == 3
 
 
 @pytest.mark.parametrize("snr", [0.0, 10.0, 30.0])

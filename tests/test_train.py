@@ -81,7 +81,13 @@ def test_cv_runs_all_folds_and_reuses_finished_ones(tiny_overrides, tmp_path):
     summary = json.loads((tmp_path / "cv.json").read_text())
     assert set(summary["folds"]) == {"0", "1"}
     stamp = (tmp_path / "fold0" / "metrics.json").stat().st_mtime
-    run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "train.max_epochs=2", "--out", str(tmp_path))
+    run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "train.max_epochs=2", "train.threads=1",
+            "--out", str(tmp_path))  # threads change how it runs, not what it learns: reused
+    assert (tmp_path / "fold0" / "metrics.json").stat().st_mtime == stamp
+    other = run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "train.max_epochs=2", "model.fusion=l2",
+                    "--out", str(tmp_path), check=False)
+    assert other.returncode != 0 and "Traceback" not in other.stderr
+    assert "fold0: this run has other settings (model.fusion=sum there, l2 here)" in other.stderr
     assert (tmp_path / "fold0" / "metrics.json").stat().st_mtime == stamp
 
 

@@ -2,8 +2,9 @@
 
 An experiment is a list of rows; a row is the base config with a few overrides, run with
 ``cross_validate`` into ``OUT/<row>/`` (finished folds are reused, interrupted ones
-resumed). The result is ``OUT/<NAME>.md``: our mean ± std next to the paper's figure.
-``robustness`` runs the variants, then masks each modality of every fold's test split.
+resumed; a fold run with other settings is an error, not silently reused). The result is ``OUT/<NAME>.md``: our mean ± std next to the paper's figure.
+``robustness`` runs the variants, then masks each modality of every fold's test split
+(a fold's ``robustness.json`` with the same fractions, SNRs and seed is reused).
 Rows shared by experiments (ATTSF-Net is in all of them) live in the same folder, so with
 one ``--out`` they are trained once.
 """

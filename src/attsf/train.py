@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from attsf.config import Config, save_config
+from attsf.config import Config, load_config, save_config
 from attsf.data.datamodule import ClipDataModule, load_folds
 from attsf.engine import ATTSFModule, RNGState, SafetensorsCheckpointIO, versions
 from attsf.errors import AttsfError
@@ -199,9 +199,36 @@ def evaluate_run(run_dir: str | Path, splits: tuple[str, ...] = ("test",), dm: C
     return result
 
 
+# How a run executes, not what it learns, or what the cache fills in (see _check_against_cache).
+_NOT_COMPARED = {"name", "train.threads", "train.progress", "train.accelerator", "train.devices", "train.num_nodes",
+                 "train.strategy", "data.num_workers", "data.fold", "model.visual_dim", "model.n_mfcc"}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(saved: Config, wanted: Config) -> list[str]:
+    """The settings in which a finished run's config differs from the one asked for now
+    (``data.cache`` compared as a resolved path; the loss of a unimodal model is ignored,
+    as it has no L_sim or auxiliary terms)."""
+    a, b = _flat(saved.to_dict()), _flat(wanted.to_dict())
+    for flat in (a, b):
+        flat["data.cache"] = str(Path(flat["data.cache"]).resolve())
+        flat["model.text_dim"] = flat["model.text_dim"] > 0
+    skip = _NOT_COMPARED | ({k for k in a if k.startswith("loss.")} if wanted.model.modalities != "av" else set())
+    return [f"{k}={a[k]} there, {b[k]} here" for k in b if k not in skip and a.get(k) != b[k]]
+
+
 def cross_validate(cfg: Config, out_dir: str | Path, folds: list[int] | None = None) -> dict:
     """Every fold of ``cfg.data.folds`` in ``out_dir/fold{k}``: finished folds are reused,
-    interrupted ones resumed. Writes ``cv.json`` and ``cv.md`` with mean ± std."""
+    interrupted ones resumed, both only if their settings match ``cfg``. Writes ``cv.json`` and ``cv.md`` with mean ± std."""
     out_dir = Path(out_dir)
     n_folds = len(load_folds(cfg.data.folds)["folds"])
     folds = list(range(n_folds)) if folds is None else folds
@@ -210,6 +237,9 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: list[int] | None = N
         run_dir = out_dir / f"fold{k}"
         fold_cfg = replace(cfg, data=replace(cfg.data, fold=k))
         resume = (run_dir / CONFIG_FILE).is_file()
+        if resume and (diff := config_differences(load_config(run_dir / CONFIG_FILE), fold_cfg)):
+            raise AttsfError(f"{run_dir}: this run has other settings ({'; '.join(diff)}); "
+                             "choose another --out or remove it")
         log.info("fold %d/%d -> %s%s", k, n_folds, run_dir, " (resuming)" if resume else "")
         metrics = train(fold_cfg, run_dir, resume=resume)
         if metrics is None:  # not rank 0
