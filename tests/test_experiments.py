@@ -3,6 +3,9 @@
 import json
 
 from conftest import run_cli
+from PIL import Image
+
+from attsf.overview import pooled_confusion
 
 
 def test_experiments_write_tables_and_reuse_runs(tiny_overrides, tmp_path):
@@ -27,3 +30,14 @@ def test_experiments_write_tables_and_reuse_runs(tiny_overrides, tmp_path):
     assert "| LSTM -> Linear |" in rep and rep.count("| 87.25 |") == 1
     assert "| CMB -> similarity-aware enhancement block |" in rep and rep.count("| 86.67 |") == 1
     assert (out / "cmb_similarity_aware_enhancement_block" / "fold0" / "metrics.json").is_file()
+
+    page = run_cli("report", str(out)).stdout  # the experiment folder's report
+    assert page.strip().endswith("report.html")
+    text = (out / "report.html").read_text()
+    assert "<h2>ablations</h2>" in text and "<h2>replacements</h2>" in text and "<h2>variants</h2>" not in text
+    assert "paper ATTSF-Net (audio)" in text and "data:image/png;base64," in text
+    for name in ("ablations", "replacements", "robustness", "confusion_attsf_net"):
+        assert Image.open(out / "figures" / f"{name}.png").size[0] > 300
+    confusion, labels = pooled_confusion(out / "attsf_net")
+    test = json.loads((out / "attsf_net" / "fold0" / "metrics.json").read_text())["test"]
+    assert confusion == test["confusion"] and labels == list(test["per_class_recall"])

@@ -7,6 +7,7 @@ import re
 import numpy as np
 from conftest import run_cli
 
+from attsf.overview import fold_robustness, pooled_confusion
 from attsf.report import fusion_cases, tsne_embedding
 
 
@@ -39,3 +40,24 @@ def test_report_is_self_contained(demo_dir):
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched from the network
     for name in ("confusion", "tsne", "curves", "robustness"):
         assert (run / "figures" / f"{name}.png").stat().st_size > 5000
+
+
+def test_cv_folder_pools_its_folds(tmp_path):
+    (tmp_path / "cv.json").write_text(json.dumps({"folds": {"0": {}, "1": {}}}))
+    recall = {"a": 0.5, "b": 1.0}
+    for k, confusion in enumerate([[[1, 1], [0, 2]], [[3, 0], [1, 1]], [[9, 9], [9, 9]]]):
+        (tmp_path / f"fold{k}").mkdir()  # fold2 is not in cv.json: left out
+        (tmp_path / f"fold{k}" / "metrics.json").write_text(
+            json.dumps({"test": {"confusion": confusion, "per_class_recall": recall}}))
+    assert pooled_confusion(tmp_path) == ([[4, 1], [1, 3]], ["a", "b"])
+    assert fold_robustness(tmp_path) is None  # no fold has one
+    base = {"metric": "accuracy", "seed": 0, "fractions": [0.5], "snr_db": [10.0]}
+    for k, (clean, masked, noisy) in enumerate([(0.8, 0.6, 0.7), (0.6, 0.2, 0.5)]):
+        (tmp_path / f"fold{k}" / "robustness.json").write_text(json.dumps(dict(
+            base, clean=clean, masked={"audio": [masked]}, missing={"audio": masked / 2}, noise={"audio": [noisy]})))
+    mean = fold_robustness(tmp_path)
+    assert mean["n_folds"] == 2 and np.isclose(mean["clean"], 0.7) and np.allclose(mean["masked"]["audio"], [0.4])
+    assert np.isclose(mean["missing"]["audio"], 0.2) and np.allclose(mean["noise"]["audio"], [0.6])
+    (tmp_path / "fold1" / "robustness.json").write_text(json.dumps(dict(
+        base, seed=1, clean=0.6, masked={"audio": [0.2]}, missing={"audio": 0.1})))
+    assert fold_robustness(tmp_path) is None  # other settings: not averaged

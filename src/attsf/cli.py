@@ -118,9 +118,11 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from attsf.overview import build_overview
     from attsf.report import build_report
 
-    print(f"report -> {build_report(args.run_dir, args.seed)}")
+    run = (Path(args.run_dir) / "config.yaml").is_file()
+    print(f"report -> {build_report(args.run_dir, args.seed) if run else build_overview(args.run_dir)}")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -268,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--snr", help="robustness: audio noise SNRs in dB, or 'none' (default 20,10,5,0)")
     ex.set_defaults(func=cmd_experiment)
 
-    rp = sub.add_parser("report", help="one self-contained HTML page of a run's tables and figures")
-    rp.add_argument("run_dir")
+    rp = sub.add_parser("report", help="one self-contained HTML page of a run's, a cv's or an experiment's "
+                        "tables and figures")
+    rp.add_argument("run_dir", help="a run folder, an `attsf cv` --out or an `attsf experiment` --out")
     rp.add_argument("--seed", type=int, default=0, help="t-SNE seed")
     rp.set_defaults(func=cmd_report)
 

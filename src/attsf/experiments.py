@@ -2,7 +2,8 @@
 
 An experiment is a list of rows; a row is the base config with a few overrides, run with
 ``cross_validate`` into ``OUT/<row>/`` (finished folds are reused, interrupted ones
-resumed; a fold run with other settings is an error, not silently reused). The result is ``OUT/<NAME>.md``: our mean ± std next to the paper's figure.
+resumed; a fold run with other settings is an error, not silently reused). The result
+is ``OUT/<NAME>.md``: our mean ± std next to the paper's figure.
 ``robustness`` runs the variants, then masks each modality of every fold's test split
 (a fold's ``robustness.json`` with the same fractions, SNRs and seed is reused).
 Rows shared by experiments (ATTSF-Net is in all of them) live in the same folder, so with
@@ -15,11 +16,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from attsf.config import load_config
 from attsf.io import atomic_write_text, write_json
-from attsf.robustness import SNRS_DB, robustness
+from attsf.robustness import SNRS_DB, mean_robustness, robustness
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,7 @@ TABLE_V = {
     "ATTSF-Gat": {"audio": [85.38, 84.15, 82.71, 81.73, 80.55, 79.85, 78.72, 77.33, 76.91],
                   "visual": [84.35, 83.05, 80.55, 77.96, 74.33, 73.18, 71.61, 69.18, 67.11]},
 }
+PAPER_FRACTIONS = [round(0.1 * i, 1) for i in range(1, 10)]  # the r of Table V
 FUSED = (Row("ATTSF-Net", (), 88.67, TABLE_V["ATTSF-Net"]),
          Row("ATTSF-L2", ("model.fusion=l2",), 87.87, TABLE_V["ATTSF-L2"]),
          Row("ATTSF-Gat", ("model.fusion=gate",), 85.50, TABLE_V["ATTSF-Gat"]))
@@ -74,7 +74,7 @@ def run_experiment(name: str, config: str | Path, overrides: list[str], out: str
         cfg = load_config(config, [*overrides, *row.overrides])
         results[row.slug] = cross_validate(cfg, out / row.slug, folds)
     if name == "robustness":
-        table = _robustness(rows, out, results, fractions or tuple(np.round(np.arange(0.1, 1.0, 0.1), 1)),
+        table = _robustness(rows, out, results, fractions or tuple(PAPER_FRACTIONS),
                             SNRS_DB if snrs is None else snrs)
     else:
         table = _accuracy_table(name, rows, results)
@@ -99,25 +99,22 @@ def _robustness(rows: tuple[Row, ...], out: Path, results: dict, fractions: tupl
     head = "| model (masked) | clean | " + " | ".join(f"r={r:.1f}" for r in fractions) + " | missing |"
     lines = ["## robustness: test accuracy % with a fraction r of one modality replaced by noise (mean over folds)",
              "", head, "|" + " --- |" * (len(fractions) + 3)]
-    paper_r = [round(0.1 * i, 1) for i in range(1, 10)]
-    noisy: dict[str, np.ndarray] = {}
+    noisy: dict[str, list[float]] = {}
     for row in rows:
-        per_fold = [robustness(out / row.slug / f"fold{k}", fractions, snrs=snrs) for k in results[row.slug]["folds"]]
-        clean = 100 * np.mean([p["clean"] for p in per_fold])
-        for m in per_fold[0]["masked"]:
-            masked = 100 * np.mean([p["masked"][m] for p in per_fold], axis=0)
-            missing = 100 * np.mean([p["missing"][m] for p in per_fold])
-            lines.append(f"| {row.name} ({m}) | {clean:.2f} | " + " | ".join(f"{v:.2f}" for v in masked)
-                         + f" | {missing:.2f} |")
+        mean = mean_robustness([robustness(out / row.slug / f"fold{k}", fractions, snrs=snrs)
+                                for k in results[row.slug]["folds"]])
+        for m, masked in mean["masked"].items():
+            lines.append(f"| {row.name} ({m}) | {100 * mean['clean']:.2f} | "
+                         + " | ".join(f"{100 * v:.2f}" for v in masked) + f" | {100 * mean['missing'][m]:.2f} |")
             paper = row.paper_masked.get(m)
             if paper:
-                cells = [f"{paper[paper_r.index(r)]:.2f}" if r in paper_r else "—" for r in fractions]
+                cells = [f"{paper[PAPER_FRACTIONS.index(r)]:.2f}" if r in PAPER_FRACTIONS else "—" for r in fractions]
                 lines.append(f"| paper {row.name} ({m}) | {row.paper:.2f} | " + " | ".join(cells) + " | — |")
-        if "noise" in per_fold[0]:
-            noisy[row.name] = 100 * np.mean([p["noise"]["audio"] for p in per_fold], axis=0)
+        if "noise" in mean:
+            noisy[row.name] = mean["noise"]["audio"]
     if noisy:
         lines += ["", "## white noise added to the audio waveform: test accuracy % (mean over folds; "
                   "not in the paper)", "", "| model | " + " | ".join(f"{s:g} dB" for s in snrs) + " |",
                   "|" + " --- |" * (len(snrs) + 1)]
-        lines += [f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + " |" for name, values in noisy.items()]
+        lines += [f"| {name} | " + " | ".join(f"{100 * v:.2f}" for v in values) + " |" for name, values in noisy.items()]
     return "\n".join(lines) + "\n"

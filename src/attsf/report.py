@@ -129,14 +129,25 @@ def fusion_cases(pred: dict[str, np.ndarray], ids: list[str], labels: list[str],
     return {"helps": helps[:limit], "hurts": hurts[:limit], "n_helps": len(helps), "n_hurts": len(hurts)}
 
 
-def _table(head: list[str], rows: list[list]) -> str:
+def html_table(head: list[str], rows: list[list]) -> str:
     cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _img(png: bytes, alt: str) -> str:
+def html_img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def write_page(path: Path, parts: list[str]) -> Path:
+    """One self-contained HTML page of ``parts`` (images are embedded data URIs)."""
+    style = ("body{font:14px/1.4 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem}"
+             "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}"
+             "img{max-width:100%}")
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>attsf report</title>'
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    atomic_write_text(path, page)
+    return path
 
 
 def build_report(run_dir: str | Path, seed: int = 0) -> Path:
@@ -169,26 +180,19 @@ def build_report(run_dir: str | Path, seed: int = 0) -> Path:
              f"<p>Run <code>{html.escape(str(root))}</code>, test split, {metrics['n']} clips.</p>"]
     scalars = [[k, f"{v * 100:.2f} %" if not regression and k != "n" else f"{v:.4f}"]
                for k, v in metrics.items() if isinstance(v, (int, float))]
-    parts.append("<h2>Metrics</h2>" + _table(["metric", "value"], scalars))
+    parts.append("<h2>Metrics</h2>" + html_table(["metric", "value"], scalars))
     if "per_class_recall" in metrics:
-        parts.append("<h2>Per-class recall</h2>" + _table(
+        parts.append("<h2>Per-class recall</h2>" + html_table(
             ["class", "recall"], [[k, f"{v * 100:.1f} %"] for k, v in metrics["per_class_recall"].items()]))
     titles = {"confusion": "Confusion matrix", "tsne": "t-SNE of the fused features", "curves": "Training curves",
               "robustness": "Robustness"}
     for name, png in figures.items():
-        parts.append(f"<h2>{titles[name]}</h2>{_img(png, titles[name])}")
+        parts.append(f"<h2>{titles[name]}</h2>{html_img(png, titles[name])}")
     cases = fusion_cases(pred, [r.id for r in dataset.records], run.labels) if not regression else {}
     if cases:
         head = ["clip", "true", "audio head", "visual head", "fused"]
         parts.append(f"<h2>Where fusion helps ({cases['n_helps']} clips: both unimodal heads wrong, fused right)</h2>"
-                     + _table(head, cases["helps"]))
+                     + html_table(head, cases["helps"]))
         parts.append(f"<h2>Where fusion hurts ({cases['n_hurts']} clips: a unimodal head right, fused wrong)</h2>"
-                     + _table(head, cases["hurts"]))
-    style = ("body{font:14px/1.4 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem}"
-             "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}"
-             "img{max-width:100%}")
-    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>attsf report</title>'
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
-    out = root / "report.html"
-    atomic_write_text(out, page)
-    return out
+                     + html_table(head, cases["hurts"]))
+    return write_page(root / "report.html", parts)

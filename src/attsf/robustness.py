@@ -152,3 +152,15 @@ def robustness_table(result: dict) -> str:
                   "|" + " --- |" * (len(result["snr_db"]) + 1),
                   "| audio | " + " | ".join(f"{v * pct:.2f}" for v in result["noise"]["audio"]) + " |"]
     return "\n".join(lines) + "\n"
+
+
+def mean_robustness(results: list[dict]) -> dict:
+    """The fold-wise mean of ``robustness`` results run with the same settings."""
+    first = results[0]
+    mean = lambda get: np.mean([get(r) for r in results], axis=0).tolist()  # noqa: E731
+    out = dict(first, clean=float(mean(lambda r: r["clean"])), n_folds=len(results),
+               masked={m: mean(lambda r, m=m: r["masked"][m]) for m in first["masked"]},
+               missing={m: float(mean(lambda r, m=m: r["missing"][m])) for m in first["missing"]})
+    if "noise" in first:
+        out["noise"] = {"audio": mean(lambda r: r["noise"]["audio"])}
+    return out

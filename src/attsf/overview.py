@@ -1,0 +1,158 @@
+"""``attsf report OUT`` on an experiment or cross-validation folder: one offline HTML page.
+
+For an ``attsf experiment`` folder: every experiment table found there (variants,
+ablations, replacements) next to the paper's figures, with a bar chart each; the
+robustness curves averaged over folds beside the paper's Table V; and per model the
+confusion matrix pooled over its folds and the mean per-class recall. For an ``attsf cv``
+folder: its folds, pooled confusion matrix, per-class recall and mean robustness.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from attsf.errors import AttsfError
+from attsf.experiments import EXPERIMENTS, PAPER_FRACTIONS, Row
+from attsf.io import atomic_write_bytes, read_json
+from attsf.report import _png, confusion_figure, html_img, html_table, write_page
+from attsf.robustness import mean_robustness
+
+
+def _folds(cv_dir: Path) -> list[Path]:
+    """The fold runs that ``cv.json`` summarises."""
+    return [cv_dir / f"fold{k}" for k in read_json(cv_dir / "cv.json")["folds"]]
+
+
+def pooled_confusion(cv_dir: Path) -> tuple[list[list[int]], list[str]]:
+    """The test confusion matrices of every finished fold, summed."""
+    metrics = [read_json(f / "metrics.json")["test"] for f in _folds(cv_dir)]
+    return np.sum([m["confusion"] for m in metrics], axis=0).tolist(), list(metrics[0]["per_class_recall"])
+
+
+def fold_robustness(cv_dir: Path) -> dict | None:
+    """The mean robustness over the folds, when every fold has one with the same settings."""
+    paths = [f / "robustness.json" for f in _folds(cv_dir)]
+    if not all(p.is_file() for p in paths):
+        return None
+    results = [read_json(p) for p in paths]
+    keys = ("fractions", "snr_db", "seed")
+    if any(r.get(k) != results[0].get(k) for r in results for k in keys):
+        return None
+    return mean_robustness(results)
+
+
+def accuracy_figure(title: str, rows: list[Row], cvs: dict[str, dict]) -> bytes:
+    names = [r.name for r in rows][::-1]
+    ours = [cvs[r.slug]["accuracy_mean"] for r in rows][::-1]
+    std = [cvs[r.slug]["accuracy_std"] for r in rows][::-1]
+    paper = [r.paper or np.nan for r in rows][::-1]
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.55 * len(rows)))
+    ax.barh(y + 0.2, ours, 0.4, xerr=std, label="ours (mean ± std over folds)", color="tab:blue")
+    ax.barh(y - 0.2, paper, 0.4, label="paper (RAVDESS)", color="tab:gray")
+    ax.set_yticks(y, names)
+    ax.set_xlabel("test accuracy %")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    return _png(fig)
+
+
+def robustness_comparison_figure(means: list[tuple[Row, dict]]) -> bytes:
+    """Masked-audio and masked-visual curves of each model (solid) beside Table V (dashed),
+    and the noisy-audio curve where it was measured."""
+    noise = any("noise" in m for _, m in means)
+    fig, axes = plt.subplots(1, 3 if noise else 2, figsize=(14 if noise else 10, 4))
+    cmap = plt.get_cmap("tab10")
+    for i, (row, mean) in enumerate(means):
+        for ax, m in zip(axes, ("audio", "visual")):
+            if m in mean["masked"]:
+                ax.plot(mean["fractions"], np.array(mean["masked"][m]) * 100, marker="o", color=cmap(i), label=row.name)
+            if m in row.paper_masked:
+                ax.plot(PAPER_FRACTIONS, row.paper_masked[m], ls="--", color=cmap(i), label=f"paper {row.name}")
+        if "noise" in mean:
+            axes[2].plot(mean["snr_db"], np.array(mean["noise"]["audio"]) * 100, marker="o", color=cmap(i),
+                         label=row.name)
+    for ax, m in zip(axes, ("audio", "visual")):
+        ax.set_title(f"{m} masked")
+        ax.set_xlabel("fraction r replaced by noise")
+    if noise:
+        axes[2].set_title("white noise on the audio (not in the paper)")
+        axes[2].set_xlabel("SNR (dB)")
+        axes[2].invert_xaxis()
+    for ax in axes:
+        ax.set_ylabel("test accuracy %")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _accuracy_rows(rows: list[Row], cvs: dict[str, dict]) -> list[list]:
+    return [[r.name, f"{cvs[r.slug]['accuracy_mean']:.2f} ± {cvs[r.slug]['accuracy_std']:.2f}",
+             ", ".join(f"{f['test_accuracy']:.1f}" for f in cvs[r.slug]["folds"].values()),
+             f"{r.paper:.2f}" if r.paper else "—"] for r in rows]
+
+
+def _robustness_rows(means: list[tuple[Row, dict]]) -> tuple[list[str], list[list]]:
+    fractions = means[0][1]["fractions"]
+    head = ["model (masked)", "folds", "clean", *(f"r={r:.1f}" for r in fractions), "missing"]
+    rows = []
+    for row, mean in means:
+        for m, values in mean["masked"].items():
+            rows.append([f"{row.name} ({m})", mean["n_folds"], f"{100 * mean['clean']:.2f}",
+                         *(f"{100 * v:.2f}" for v in values), f"{100 * mean['missing'][m]:.2f}"])
+            if m in row.paper_masked:
+                rows.append([f"paper {row.name} ({m})", "", f"{row.paper:.2f}",
+                             *(f"{row.paper_masked[m][PAPER_FRACTIONS.index(r)]:.2f}" if r in PAPER_FRACTIONS
+                               else "—" for r in fractions), "—"])
+    return head, rows
+
+
+def build_overview(out_dir: str | Path) -> Path:
+    """``OUT/report.html`` (and its figures under ``OUT/figures/``) for an experiment or CV folder."""
+    root = Path(out_dir)
+    rows: dict[str, Row] = {}
+    for exp_rows in EXPERIMENTS.values():  # the first definition of a row carries its Table V figures
+        for r in exp_rows:
+            rows.setdefault(r.slug, r)
+    if (root / "cv.json").is_file():  # a plain `attsf cv` folder: one model
+        models = {root.name: (Row(root.name), root)}
+    else:
+        models = {slug: (row, root / slug) for slug, row in rows.items() if (root / slug / "cv.json").is_file()}
+    if not models:
+        raise AttsfError(f"{root}: no cv.json here or in its model folders; run `attsf cv` or `attsf experiment` first")
+    cvs = {slug: read_json(d / "cv.json") for slug, (_, d) in models.items()}
+    figures: dict[str, bytes] = {}
+    parts = [f"<h1>attsf report: {html.escape(root.name)}</h1>", f"<p>Folder <code>{html.escape(str(root))}</code>; "
+             "test accuracy of each fold's best weights (by validation accuracy).</p>"]
+    head = ["model", "ours % (mean ± std)", "per fold", "paper % (RAVDESS)"]
+    for name, exp_rows in EXPERIMENTS.items():
+        present = [r for r in exp_rows if r.slug in cvs]
+        if name == "robustness" or not (root / f"{name}.json").is_file() or not present:
+            continue
+        figures[name] = accuracy_figure(name, present, cvs)
+        parts.append(f"<h2>{name}</h2>" + html_table(head, _accuracy_rows(present, cvs)) + html_img(figures[name], name))
+    if len(models) == 1:
+        row = next(iter(models.values()))[0]
+        parts.append("<h2>Cross-validation</h2>" + html_table(head, _accuracy_rows([row], cvs)))
+    means = [(row, mean) for row, d in models.values() if (mean := fold_robustness(d))]
+    if means:
+        figures["robustness"] = robustness_comparison_figure(means)
+        rhead, rrows = _robustness_rows(means)
+        parts.append("<h2>Robustness: test accuracy % with a fraction r of one modality replaced by noise "
+                     "(mean over folds)</h2>" + html_table(rhead, rrows) + html_img(figures["robustness"], "robustness"))
+    labels = list(next(iter(cvs.values()))["per_class_recall_mean"])
+    parts.append("<h2>Per-class recall % (mean over folds)</h2>" + html_table(
+        ["model", *labels], [[row.name, *(f"{cvs[slug]['per_class_recall_mean'][c]:.1f}" for c in labels)]
+                             for slug, (row, _) in models.items()]))
+    parts.append("<h2>Confusion matrices pooled over the folds</h2>")
+    for slug, (row, d) in models.items():
+        confusion, names = pooled_confusion(d)
+        figures[f"confusion_{slug}"] = confusion_figure(confusion, names)
+        parts.append(f"<h3>{html.escape(row.name)}</h3>" + html_img(figures[f"confusion_{slug}"], row.name))
+    for name, png in figures.items():
+        atomic_write_bytes(root / "figures" / f"{name}.png", png)
+    return write_page(root / "report.html", parts)
