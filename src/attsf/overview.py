@@ -65,26 +65,29 @@ def robustness_comparison_figure(means: list[tuple[Row, dict]]) -> bytes:
     """Masked-audio and masked-visual curves of each model (solid) beside Table V (dashed),
     and the noisy-audio curve where it was measured."""
     noise = any("noise" in m for _, m in means)
-    fig, axes = plt.subplots(1, 3 if noise else 2, figsize=(14 if noise else 10, 4))
+    fig, axes = plt.subplots(1, 3 if noise else 2, figsize=(14 if noise else 10, 4), sharey=True)
     cmap = plt.get_cmap("tab10")
     for i, (row, mean) in enumerate(means):
+        clean = 100 * mean["clean"]
         for ax, m in zip(axes, ("audio", "visual")):
             if m in mean["masked"]:
-                ax.plot(mean["fractions"], np.array(mean["masked"][m]) * 100, marker="o", color=cmap(i), label=row.name)
+                ax.plot([0.0, *mean["fractions"]], [clean, *(100 * np.array(mean["masked"][m]))], marker="o",
+                        color=cmap(i), label=row.name)
             if m in row.paper_masked:
-                ax.plot(PAPER_FRACTIONS, row.paper_masked[m], ls="--", color=cmap(i), label=f"paper {row.name}")
+                ax.plot([0.0, *PAPER_FRACTIONS], [row.paper, *row.paper_masked[m]], ls="--", color=cmap(i),
+                        label=f"paper {row.name}")
         if "noise" in mean:
-            axes[2].plot(mean["snr_db"], np.array(mean["noise"]["audio"]) * 100, marker="o", color=cmap(i),
+            snrs = ["clean", *(f"{s:g} dB" for s in mean["snr_db"])]
+            axes[2].plot(snrs, [clean, *(100 * np.array(mean["noise"]["audio"]))], marker="o", color=cmap(i),
                          label=row.name)
     for ax, m in zip(axes, ("audio", "visual")):
         ax.set_title(f"{m} masked")
-        ax.set_xlabel("fraction r replaced by noise")
+        ax.set_xlabel("fraction r replaced by noise (0: clean)")
     if noise:
         axes[2].set_title("white noise on the audio (not in the paper)")
-        axes[2].set_xlabel("SNR (dB)")
-        axes[2].invert_xaxis()
+        axes[2].set_xlabel("signal-to-noise ratio")
+    axes[0].set_ylabel("test accuracy % (mean over folds)")
     for ax in axes:
-        ax.set_ylabel("test accuracy %")
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)
