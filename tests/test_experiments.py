@@ -36,7 +36,7 @@ def test_experiments_write_tables_and_reuse_runs(tiny_overrides, tmp_path):
     text = (out / "report.html").read_text()
     assert "<h2>ablations</h2>" in text and "<h2>replacements</h2>" in text and "<h2>variants</h2>" not in text
     assert "paper ATTSF-Net (audio)" in text and "data:image/png;base64," in text
-    for name in ("ablations", "replacements", "robustness", "confusion_attsf_net"):
+    for name in ("ablations", "replacements", "robustness", "curves", "confusion_attsf_net"):
         assert Image.open(out / "figures" / f"{name}.png").size[0] > 300
     confusion, labels = pooled_confusion(out / "attsf_net")
     test = json.loads((out / "attsf_net" / "fold0" / "metrics.json").read_text())["test"]

@@ -3,7 +3,8 @@
 For an ``attsf experiment`` folder: every experiment table found there (variants,
 ablations, replacements) next to the paper's figures, with a bar chart each; the
 robustness curves averaged over folds beside the paper's Table V; and per model the
-confusion matrix pooled over its folds and the mean per-class recall. For an ``attsf cv``
+confusion matrix pooled over its folds, the mean per-class recall and the training curves
+of every fold. For an ``attsf cv``
 folder: its folds, pooled confusion matrix, per-class recall and mean robustness.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 from attsf.errors import AttsfError
 from attsf.experiments import EXPERIMENTS, PAPER_FRACTIONS, Row
 from attsf.io import atomic_write_bytes, read_json
-from attsf.report import _png, confusion_figure, html_img, html_table, write_page
+from attsf.report import _png, confusion_figure, epoch_series, html_img, html_table, write_page
 from attsf.robustness import mean_robustness
 
 
@@ -93,6 +94,29 @@ def robustness_comparison_figure(means: list[tuple[Row, dict]]) -> bytes:
     return _png(fig)
 
 
+def fold_curves_figure(models: list[tuple[str, list[Path]]]) -> bytes:
+    """Train and validation accuracy per epoch of every fold, one panel per model."""
+    cols = min(3, len(models))
+    rows = -(-len(models) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False, sharey=True)
+    cmap = plt.get_cmap("tab10")
+    for ax, (name, folds) in zip(axes.flat, models):
+        for i, fold in enumerate(folds):
+            series = epoch_series(fold / "metrics.csv") if (fold / "metrics.csv").is_file() else {}
+            for key, style in (("val_acc", "-"), ("train_acc", ":")):
+                if key in series:
+                    ax.plot(list(series[key]), 100 * np.array(list(series[key].values())), style, color=cmap(i),
+                            label=f"{fold.name} {key.split('_')[0]}" if key == "val_acc" or i == 0 else None)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+    for ax in axes.flat[len(models):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("accuracy % (solid: val, dotted: train)")
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _accuracy_rows(rows: list[Row], cvs: dict[str, dict]) -> list[list]:
     return [[r.name, f"{cvs[r.slug]['accuracy_mean']:.2f} ± {cvs[r.slug]['accuracy_std']:.2f}",
              ", ".join(f"{f['test_accuracy']:.1f}" for f in cvs[r.slug]["folds"].values()),
@@ -151,6 +175,8 @@ def build_overview(out_dir: str | Path) -> Path:
     parts.append("<h2>Per-class recall % (mean over folds)</h2>" + html_table(
         ["model", *labels], [[row.name, *(f"{cvs[slug]['per_class_recall_mean'][c]:.1f}" for c in labels)]
                              for slug, (row, _) in models.items()]))
+    figures["curves"] = fold_curves_figure([(row.name, _folds(d)) for row, d in models.values()])
+    parts.append("<h2>Training curves of every fold</h2>" + html_img(figures["curves"], "training curves"))
     parts.append("<h2>Confusion matrices pooled over the folds</h2>")
     for slug, (row, d) in models.items():
         confusion, names = pooled_confusion(d)

@@ -66,9 +66,8 @@ def tsne_figure(points: np.ndarray, y: np.ndarray, labels: list[str]) -> bytes:
     return _png(fig)
 
 
-def curves_figure(metrics_csv: Path) -> bytes | None:
-    if not metrics_csv.is_file():
-        return None
+def epoch_series(metrics_csv: Path) -> dict[str, dict[int, float]]:
+    """Each logged metric of a run's ``metrics.csv`` as {epoch: value}."""
     with metrics_csv.open() as fh:
         rows = list(csv.DictReader(fh))
     series: dict[str, dict[int, float]] = {}
@@ -76,6 +75,13 @@ def curves_figure(metrics_csv: Path) -> bytes | None:
         for key, value in row.items():
             if value and key not in ("epoch", "step"):
                 series.setdefault(key, {})[int(row["epoch"])] = float(value)
+    return series
+
+
+def curves_figure(metrics_csv: Path) -> bytes | None:
+    if not metrics_csv.is_file():
+        return None
+    series = epoch_series(metrics_csv)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key in ("train_acc", "val_acc", "train_mae", "val_mae"):
         if key in series:
