@@ -240,7 +240,8 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: list[int] | None = N
         if resume and (diff := config_differences(load_config(run_dir / CONFIG_FILE), fold_cfg)):
             raise AttsfError(f"{run_dir}: this run has other settings ({'; '.join(diff)}); "
                              "choose another --out or remove it")
-        log.info("fold %d/%d -> %s%s", k, n_folds, run_dir, " (resuming)" if resume else "")
+        state = " (finished: reused)" if (run_dir / METRICS).is_file() else " (resuming)" if resume else ""
+        log.info("fold %d/%d -> %s%s", k, n_folds, run_dir, state)
         metrics = train(fold_cfg, run_dir, resume=resume)
         if metrics is None:  # not rank 0
             continue
