@@ -7,7 +7,7 @@ import re
 import numpy as np
 from conftest import run_cli
 
-from attsf.overview import fold_robustness, pooled_confusion
+from attsf.overview import fold_robustness, fold_summary, pooled_confusion
 from attsf.report import fusion_cases, tsne_embedding
 
 
@@ -42,14 +42,17 @@ def test_report_is_self_contained(demo_dir):
         assert (run / "figures" / f"{name}.png").stat().st_size > 5000
 
 
-def test_cv_folder_pools_its_folds(tmp_path):
-    (tmp_path / "cv.json").write_text(json.dumps({"folds": {"0": {}, "1": {}}}))
+def test_cv_folder_pools_its_finished_folds(tmp_path):
     recall = {"a": 0.5, "b": 1.0}
-    for k, confusion in enumerate([[[1, 1], [0, 2]], [[3, 0], [1, 1]], [[9, 9], [9, 9]]]):
-        (tmp_path / f"fold{k}").mkdir()  # fold2 is not in cv.json: left out
+    for k, confusion in enumerate([[[1, 1], [0, 2]], [[3, 0], [1, 1]]]):
+        (tmp_path / f"fold{k}").mkdir()
         (tmp_path / f"fold{k}" / "metrics.json").write_text(
-            json.dumps({"test": {"confusion": confusion, "per_class_recall": recall}}))
+            json.dumps({"test": {"confusion": confusion, "per_class_recall": recall, "accuracy": 0.5 + k / 4}}))
+    (tmp_path / "fold2").mkdir()  # interrupted: no metrics.json, left out
     assert pooled_confusion(tmp_path) == ([[4, 1], [1, 3]], ["a", "b"])
+    summary = fold_summary(tmp_path)
+    assert summary["folds"] == {"0": {"test_accuracy": 50.0}, "1": {"test_accuracy": 75.0}}
+    assert summary["accuracy_mean"] == 62.5 and summary["accuracy_std"] == 12.5
     assert fold_robustness(tmp_path) is None  # no fold has one
     base = {"metric": "accuracy", "seed": 0, "fractions": [0.5], "snr_db": [10.0]}
     for k, (clean, masked, noisy) in enumerate([(0.8, 0.6, 0.7), (0.6, 0.2, 0.5)]):

@@ -5,7 +5,9 @@ ablations, replacements) next to the paper's figures, with a bar chart each; the
 robustness curves averaged over folds beside the paper's Table V; and per model the
 confusion matrix pooled over its folds, the mean per-class recall and the training curves
 of every fold. For an ``attsf cv``
-folder: its folds, pooled confusion matrix, per-class recall and mean robustness.
+folder: its folds, pooled confusion matrix, per-class recall and mean robustness. The
+per-model parts use every finished fold in the model's folder; each table uses the folds
+its experiment ran.
 """
 
 from __future__ import annotations
@@ -24,8 +26,19 @@ from attsf.robustness import mean_robustness
 
 
 def _folds(cv_dir: Path) -> list[Path]:
-    """The fold runs that ``cv.json`` summarises."""
-    return [cv_dir / f"fold{k}" for k in read_json(cv_dir / "cv.json")["folds"]]
+    """The finished fold runs of a model's folder, by fold number."""
+    return sorted((p.parent for p in cv_dir.glob("fold*/metrics.json")), key=lambda p: int(p.name[4:]))
+
+
+def fold_summary(cv_dir: Path) -> dict:
+    """Test accuracy (per fold, mean, std) and mean per-class recall of the finished folds, in %."""
+    tests = {f.name[4:]: read_json(f / "metrics.json")["test"] for f in _folds(cv_dir)}
+    acc = np.array([t["accuracy"] for t in tests.values()]) * 100
+    labels = list(next(iter(tests.values()))["per_class_recall"])
+    return {"folds": {k: {"test_accuracy": float(a)} for k, a in zip(tests, acc)},
+            "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
+            "per_class_recall_mean": {c: 100 * float(np.mean([t["per_class_recall"][c] for t in tests.values()]))
+                                      for c in labels}}
 
 
 def pooled_confusion(cv_dir: Path) -> tuple[list[list[int]], list[str]]:
@@ -46,10 +59,10 @@ def fold_robustness(cv_dir: Path) -> dict | None:
     return mean_robustness(results)
 
 
-def accuracy_figure(title: str, rows: list[Row], cvs: dict[str, dict]) -> bytes:
+def accuracy_figure(title: str, rows: list[Row], summaries: dict[str, dict]) -> bytes:
     names = [r.name for r in rows][::-1]
-    ours = [cvs[r.slug]["accuracy_mean"] for r in rows][::-1]
-    std = [cvs[r.slug]["accuracy_std"] for r in rows][::-1]
+    ours = [summaries[r.slug]["accuracy_mean"] for r in rows][::-1]
+    std = [summaries[r.slug]["accuracy_std"] for r in rows][::-1]
     paper = [r.paper or np.nan for r in rows][::-1]
     y = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(7, 0.9 + 0.55 * len(rows)))
@@ -117,9 +130,9 @@ def fold_curves_figure(models: list[tuple[str, list[Path]]]) -> bytes:
     return _png(fig)
 
 
-def _accuracy_rows(rows: list[Row], cvs: dict[str, dict]) -> list[list]:
-    return [[r.name, f"{cvs[r.slug]['accuracy_mean']:.2f} ± {cvs[r.slug]['accuracy_std']:.2f}",
-             ", ".join(f"{f['test_accuracy']:.1f}" for f in cvs[r.slug]["folds"].values()),
+def _accuracy_rows(rows: list[Row], summaries: dict[str, dict]) -> list[list]:
+    return [[r.name, f"{summaries[r.slug]['accuracy_mean']:.2f} ± {summaries[r.slug]['accuracy_std']:.2f}",
+             ", ".join(f"{f['test_accuracy']:.1f}" for f in summaries[r.slug]["folds"].values()),
              f"{r.paper:.2f}" if r.paper else "—"] for r in rows]
 
 
@@ -145,39 +158,43 @@ def build_overview(out_dir: str | Path) -> Path:
     for exp_rows in EXPERIMENTS.values():  # the first definition of a row carries its Table V figures
         for r in exp_rows:
             rows.setdefault(r.slug, r)
-    if (root / "cv.json").is_file():  # a plain `attsf cv` folder: one model
-        models = {root.name: (Row(root.name), root)}
+    if _folds(root):  # a plain `attsf cv` folder: one model
+        models = {(row := Row(root.name)).slug: (row, root)}
     else:
-        models = {slug: (row, root / slug) for slug, row in rows.items() if (root / slug / "cv.json").is_file()}
+        models = {slug: (row, root / slug) for slug, row in rows.items() if _folds(root / slug)}
     if not models:
-        raise AttsfError(f"{root}: no cv.json here or in its model folders; run `attsf cv` or `attsf experiment` first")
-    cvs = {slug: read_json(d / "cv.json") for slug, (_, d) in models.items()}
+        raise AttsfError(f"{root}: no finished fold here or in its model folders; run `attsf cv` or "
+                         "`attsf experiment` first")
+    folds = {slug: fold_summary(d) for slug, (_, d) in models.items()}
     figures: dict[str, bytes] = {}
     parts = [f"<h1>attsf report: {html.escape(root.name)}</h1>", f"<p>Folder <code>{html.escape(str(root))}</code>; "
              "test accuracy of each fold's best weights (by validation accuracy).</p>"]
     head = ["model", "ours % (mean ± std)", "per fold", "paper % (RAVDESS)"]
     for name, exp_rows in EXPERIMENTS.items():
-        present = [r for r in exp_rows if r.slug in cvs]
-        if name == "robustness" or not (root / f"{name}.json").is_file() or not present:
+        if name == "robustness" or not (root / f"{name}.json").is_file():
             continue
-        figures[name] = accuracy_figure(name, present, cvs)
-        parts.append(f"<h2>{name}</h2>" + html_table(head, _accuracy_rows(present, cvs)) + html_img(figures[name], name))
+        summaries = read_json(root / f"{name}.json")  # the folds this experiment ran
+        present = [r for r in exp_rows if r.slug in summaries]
+        figures[name] = accuracy_figure(name, present, summaries)
+        parts.append(f"<h2>{name}</h2>" + html_table(head, _accuracy_rows(present, summaries))
+                     + html_img(figures[name], name))
     if len(models) == 1:
         row = next(iter(models.values()))[0]
-        parts.append("<h2>Cross-validation</h2>" + html_table(head, _accuracy_rows([row], cvs)))
+        parts.append("<h2>Cross-validation</h2>" + html_table(head, _accuracy_rows([row], folds)))
     means = [(row, mean) for row, d in models.values() if (mean := fold_robustness(d))]
     if means:
         figures["robustness"] = robustness_comparison_figure(means)
         rhead, rrows = _robustness_rows(means)
         parts.append("<h2>Robustness: test accuracy % with a fraction r of one modality replaced by noise "
                      "(mean over folds)</h2>" + html_table(rhead, rrows) + html_img(figures["robustness"], "robustness"))
-    labels = list(next(iter(cvs.values()))["per_class_recall_mean"])
-    parts.append("<h2>Per-class recall % (mean over folds)</h2>" + html_table(
-        ["model", *labels], [[row.name, *(f"{cvs[slug]['per_class_recall_mean'][c]:.1f}" for c in labels)]
-                             for slug, (row, _) in models.items()]))
+    labels = list(next(iter(folds.values()))["per_class_recall_mean"])
+    parts.append("<h2>Per-class recall % (mean over each model's finished folds)</h2>" + html_table(
+        ["model", "folds", *labels], [[row.name, len(folds[slug]["folds"]),
+                                       *(f"{folds[slug]['per_class_recall_mean'][c]:.1f}" for c in labels)]
+                                      for slug, (row, _) in models.items()]))
     figures["curves"] = fold_curves_figure([(row.name, _folds(d)) for row, d in models.values()])
     parts.append("<h2>Training curves of every fold</h2>" + html_img(figures["curves"], "training curves"))
-    parts.append("<h2>Confusion matrices pooled over the folds</h2>")
+    parts.append("<h2>Confusion matrices pooled over each model's finished folds</h2>")
     for slug, (row, d) in models.items():
         confusion, names = pooled_confusion(d)
         figures[f"confusion_{slug}"] = confusion_figure(confusion, names)
