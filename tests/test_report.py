@@ -47,11 +47,12 @@ def test_cv_folder_pools_its_finished_folds(tmp_path):
     for k, confusion in enumerate([[[1, 1], [0, 2]], [[3, 0], [1, 1]]]):
         (tmp_path / f"fold{k}").mkdir()
         (tmp_path / f"fold{k}" / "metrics.json").write_text(
-            json.dumps({"test": {"confusion": confusion, "per_class_recall": recall, "accuracy": 0.5 + k / 4}}))
+            json.dumps({"test": {"confusion": confusion, "per_class_recall": recall, "accuracy": 0.5 + k / 4,
+                                 "unweighted_accuracy": 0.5}, "val": {"accuracy": 0.6}, "epochs": 3, "best_epoch": 1}))
     (tmp_path / "fold2").mkdir()  # interrupted: no metrics.json, left out
     assert pooled_confusion(tmp_path) == ([[4, 1], [1, 3]], ["a", "b"])
     summary = fold_summary(tmp_path)
-    assert summary["folds"] == {"0": {"test_accuracy": 50.0}, "1": {"test_accuracy": 75.0}}
+    assert {k: f["test_accuracy"] for k, f in summary["folds"].items()} == {"0": 50.0, "1": 75.0}
     assert summary["accuracy_mean"] == 62.5 and summary["accuracy_std"] == 12.5
     assert fold_robustness(tmp_path) is None  # no fold has one
     base = {"metric": "accuracy", "seed": 0, "fractions": [0.5], "snr_db": [10.0]}

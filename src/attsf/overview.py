@@ -23,6 +23,7 @@ from attsf.experiments import EXPERIMENTS, PAPER_FRACTIONS, Row
 from attsf.io import atomic_write_bytes, read_json
 from attsf.report import _png, confusion_figure, epoch_series, html_img, html_table, write_page
 from attsf.robustness import mean_robustness
+from attsf.train import cv_summary
 
 
 def _folds(cv_dir: Path) -> list[Path]:
@@ -31,14 +32,8 @@ def _folds(cv_dir: Path) -> list[Path]:
 
 
 def fold_summary(cv_dir: Path) -> dict:
-    """Test accuracy (per fold, mean, std) and mean per-class recall of the finished folds, in %."""
-    tests = {f.name[4:]: read_json(f / "metrics.json")["test"] for f in _folds(cv_dir)}
-    acc = np.array([t["accuracy"] for t in tests.values()]) * 100
-    labels = list(next(iter(tests.values()))["per_class_recall"])
-    return {"folds": {k: {"test_accuracy": float(a)} for k, a in zip(tests, acc)},
-            "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
-            "per_class_recall_mean": {c: 100 * float(np.mean([t["per_class_recall"][c] for t in tests.values()]))
-                                      for c in labels}}
+    """``cv_summary`` of the finished folds of a model's folder."""
+    return cv_summary({int(f.name[4:]): read_json(f / "metrics.json") for f in _folds(cv_dir)})
 
 
 def pooled_confusion(cv_dir: Path) -> tuple[list[list[int]], list[str]]:

@@ -156,11 +156,13 @@ def robustness_table(result: dict) -> str:
 
 def mean_robustness(results: list[dict]) -> dict:
     """The fold-wise mean of ``robustness`` results run with the same settings."""
+    def mean(get) -> list[float] | float:
+        return np.mean([get(r) for r in results], axis=0).tolist()
+
     first = results[0]
-    mean = lambda get: np.mean([get(r) for r in results], axis=0).tolist()  # noqa: E731
-    out = dict(first, clean=float(mean(lambda r: r["clean"])), n_folds=len(results),
+    out = dict(first, clean=mean(lambda r: r["clean"]), n_folds=len(results),
                masked={m: mean(lambda r, m=m: r["masked"][m]) for m in first["masked"]},
-               missing={m: float(mean(lambda r, m=m: r["missing"][m])) for m in first["missing"]})
+               missing={m: mean(lambda r, m=m: r["missing"][m]) for m in first["missing"]})
     if "noise" in first:
         out["noise"] = {"audio": mean(lambda r: r["noise"]["audio"])}
     return out

@@ -228,7 +228,8 @@ def config_differences(saved: Config, wanted: Config) -> list[str]:
 
 def cross_validate(cfg: Config, out_dir: str | Path, folds: list[int] | None = None) -> dict:
     """Every fold of ``cfg.data.folds`` in ``out_dir/fold{k}``: finished folds are reused,
-    interrupted ones resumed, both only if their settings match ``cfg``. Writes ``cv.json`` and ``cv.md`` with mean ± std."""
+    interrupted ones resumed, both only if their settings match ``cfg``. Writes ``cv.json``
+    and ``cv.md`` with mean ± std."""
     out_dir = Path(out_dir)
     n_folds = len(load_folds(cfg.data.folds)["folds"])
     folds = list(range(n_folds)) if folds is None else folds
@@ -251,24 +252,32 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: list[int] | None = N
     return summarise_cv(out_dir, results)
 
 
-def summarise_cv(out_dir: Path, results: dict[int, dict]) -> dict:
+def cv_summary(results: dict[int, dict]) -> dict:
+    """Test accuracy (per fold, mean, std), UA and mean per-class recall, in %, of finished
+    folds' ``metrics.json`` contents keyed by fold number."""
     acc = np.array([m["test"]["accuracy"] for m in results.values()]) * 100
     uacc = np.array([m["test"]["unweighted_accuracy"] for m in results.values()]) * 100
     labels = list(next(iter(results.values()))["test"]["per_class_recall"])
     recall = {c: float(np.mean([m["test"]["per_class_recall"].get(c, np.nan) for m in results.values()]) * 100)
               for c in labels}
-    summary = {
+    return {
         "folds": {str(k): {"test_accuracy": m["test"]["accuracy"] * 100, "val_accuracy": m["val"]["accuracy"] * 100,
                            "epochs": m["epochs"], "best_epoch": m["best_epoch"]} for k, m in results.items()},
         "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
         "unweighted_accuracy_mean": float(uacc.mean()), "per_class_recall_mean": recall,
     }
+
+
+def summarise_cv(out_dir: Path, results: dict[int, dict]) -> dict:
+    """``cv_summary`` written to ``cv.json`` and ``cv.md``."""
+    summary = cv_summary(results)
     write_json(out_dir / "cv.json", summary)
     lines = ["| fold | test acc % | val acc % | epochs | best epoch |", "| --- | --- | --- | --- | --- |"]
     for k, f in summary["folds"].items():
         lines.append(f"| {k} | {f['test_accuracy']:.2f} | {f['val_accuracy']:.2f} | {f['epochs']} | {f['best_epoch']} |")
-    lines.append(f"| mean ± std | {acc.mean():.2f} ± {acc.std():.2f} | | | |")
-    lines += ["", "| class | mean recall % |", "| --- | --- |"] + [f"| {c} | {r:.1f} |" for c, r in recall.items()]
+    lines.append(f"| mean ± std | {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f} | | | |")
+    lines += ["", "| class | mean recall % |", "| --- | --- |"]
+    lines += [f"| {c} | {r:.1f} |" for c, r in summary["per_class_recall_mean"].items()]
     atomic_write_text(out_dir / "cv.md", "\n".join(lines) + "\n")
     return summary
 

@@ -51,7 +51,7 @@ def speaker_stats(cache: ClipCache, records: Iterable[ClipRecord]) -> dict[str, 
     by_speaker: dict[str, list[ClipRecord]] = defaultdict(list)
     for r in records:
         by_speaker[r.speaker].append(r)
-    # read only the float inputs: face frames (uint8) are never normalised, and large
+    # read only the float inputs: face frames (uint8) are never normalised
     keys = [k for k in FEATURE_AXIS if k == "audio" or cache.settings.get(k, {}).get("kind") == "features"]
     return {s: clip_stats(cache.load(r, keys) for r in rs) for s, rs in sorted(by_speaker.items())}
 
