@@ -46,7 +46,7 @@ def test_train_writes_run_directory_and_learns(tiny_overrides, tmp_path):
     assert metrics["test"]["accuracy"] > 0.5  # chance is 0.25; the classes are separable
     side = json.loads((run / "checkpoints/best.json").read_text())
     assert side["labels"] == ["neutral", "happy", "sad", "angry"] and side["config"]["model"]["d_model"] == 16
-    assert "torch" in side["versions"]
+    assert "torch" in side["versions"] and side["provenance"]["cache"]["clips"] > 0
     out = run_cli("evaluate", str(run), "--split", "val").stdout
     assert "val: accuracy" in out and (run / "eval_val.json").is_file()
 

@@ -19,14 +19,6 @@ from attsf.losses import total_loss
 from attsf.model import build_model
 
 
-def versions() -> dict[str, str]:
-    import lightning
-
-    import attsf
-
-    return {"attsf": attsf.__version__, "torch": torch.__version__, "lightning": lightning.__version__}
-
-
 def lr_factor(epoch: int, decay: float, every: int, start: int) -> float:
     """×decay at epoch ``start`` and every ``every`` epochs after it (paper §IV-B)."""
     return 1.0 if epoch < start else decay ** (1 + (epoch - start) // every)
@@ -35,10 +27,12 @@ def lr_factor(epoch: int, decay: float, every: int, start: int) -> float:
 class ATTSFModule(L.LightningModule):
     """Model logic only: forward, the loss of eq. (18), metrics, the optimiser and schedule."""
 
-    def __init__(self, cfg: Config, labels: list[str], preprocessing: dict | None = None) -> None:
+    def __init__(self, cfg: Config, labels: list[str], preprocessing: dict | None = None,
+                 provenance: dict | None = None) -> None:
         super().__init__()
         self.cfg, self.labels = cfg, list(labels)
         self.preprocessing = preprocessing or {}  # the cache's settings, so raw clips can be prepared alike
+        self.provenance = provenance or {}  # commit, cache fingerprint, seed, threads, versions (provenance.py)
         self.model = build_model(cfg.model)
         self.regression = cfg.model.task == "regression"
         self._val: list[torch.Tensor] = []
@@ -77,7 +71,8 @@ class ATTSFModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
         checkpoint["attsf"] = {"config": self.cfg.to_dict(), "labels": self.labels, "metrics": metrics,
-                               "preprocessing": self.preprocessing, "versions": versions()}
+                               "preprocessing": self.preprocessing, "provenance": self.provenance,
+                               "versions": self.provenance.get("versions", {})}
 
 
 class SafetensorsCheckpointIO(CheckpointIO):

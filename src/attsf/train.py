@@ -22,10 +22,11 @@ from lightning.pytorch.loggers import CSVLogger
 
 from attsf.config import Config, load_config, save_config
 from attsf.data.datamodule import ClipDataModule, load_folds
-from attsf.engine import ATTSFModule, RNGState, SafetensorsCheckpointIO, versions
+from attsf.engine import ATTSFModule, RNGState, SafetensorsCheckpointIO
 from attsf.errors import AttsfError
 from attsf.evaluate import BEST, CONFIG_FILE, metrics_for, open_run, predict_dataset
 from attsf.io import atomic_write_text, read_json, write_json
+from attsf.provenance import provenance
 
 log = logging.getLogger("attsf")
 LAST = "checkpoints/last.safetensors"
@@ -172,6 +173,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     )
     log.info("%s: %s on %s, %d device(s), precision %s", run_dir, cfg.name, trainer.accelerator.__class__.__name__,
              trainer.num_devices, trainer.precision)
+    module.provenance = dict(provenance(cfg.to_dict(), cfg.data.cache, trainer.world_size), resumed=resume)
     start = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
     logging.getLogger("attsf").removeHandler(handler)
@@ -180,8 +182,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     _merge_history(run_dir)
     metrics = evaluate_run(run_dir, splits=("val", "test"), dm=dm)
     metrics.update(epochs=trainer.current_epoch, stopped_early=trainer.current_epoch < cfg.train.max_epochs,
-                   train_seconds=round(time.time() - start, 1), versions=versions(),
-                   best_epoch=read_json((run_dir / BEST).with_suffix(".json")).get("epoch"))
+                   train_seconds=round(time.time() - start, 1),
+                   best_epoch=read_json((run_dir / BEST).with_suffix(".json")).get("epoch"), provenance=module.provenance)
     write_json(run_dir / METRICS, metrics)
     return metrics
 
