@@ -6,7 +6,9 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
+import yaml
 from conftest import ROOT, run_cli
 
 from attsf.config import load_config
@@ -103,3 +105,40 @@ def test_ddp_two_cpu_processes_with_torchrun(tiny_overrides, tmp_path):
     assert metrics["epochs"] == 2
     log = (tmp_path / "ddp" / "train.log").read_text()
     assert "2 device(s)" in log
+
+
+RECIPE = ["augment.time_masks=2", "augment.freq_masks=1", "augment.time_shift=4", "augment.feature_noise=0.1",
+          "augment.modality_dropout=0.3", "augment.mixup=0.2", "loss.label_smoothing=0.1", "train.schedule=cosine",
+          "train.warmup_epochs=1"]
+
+
+def test_cv_over_seeds_with_the_whole_recipe(tiny_overrides, tmp_path):
+    args = ("cv", "configs/ravdess_au.yaml", *tiny_overrides, *RECIPE, "train.max_epochs=2", "--folds", "0",
+            "--seeds", "0,1", "--out", str(tmp_path))
+    out = run_cli(*args).stdout
+    summary = json.loads((tmp_path / "cv.json").read_text())
+    assert set(summary["folds"]) == {"seed0/fold0", "seed1/fold0"} and set(summary["seeds"]) == {"0", "1"}
+    accs = [f["test_accuracy"] for f in summary["folds"].values()]
+    assert summary["accuracy_mean"] == pytest.approx(sum(accs) / 2)
+    assert summary["seed_means_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2)
+    assert (tmp_path / "seed1" / "cv.json").is_file() and "| seed |" in out
+    assert yaml.safe_load((tmp_path / "seed1/fold0/config.yaml").read_text())["train"]["seed"] == 1
+    stamp = (tmp_path / "seed0/fold0/metrics.json").stat().st_mtime
+    run_cli(*args)  # finished runs are reused
+    assert (tmp_path / "seed0/fold0/metrics.json").stat().st_mtime == stamp
+    bad = run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "--seeds", "a", check=False)
+    expected = "attsf: error: --seeds a: expected comma-separated whole numbers, e.g. 0,1,2"
+    assert bad.returncode == 2 and bad.stderr.strip() == expected
+
+
+def test_same_command_same_metrics(tiny_overrides, tmp_path):
+    """Determinism: one seed and thread count on one machine give identical metrics."""
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        run_cli(*_train_args(run, [*tiny_overrides, *RECIPE], epochs=3))
+    a, b = (json.loads((r / "metrics.json").read_text()) for r in runs)
+    for m in (a, b):
+        m.pop("train_seconds")
+    assert a == b
+    assert a["provenance"]["seed"] == 42 and a["provenance"]["devices"]["threads"] == 1
+    assert a["provenance"]["cache"]["content_sha256"]

@@ -78,12 +78,21 @@ def cmd_cv(args: argparse.Namespace) -> None:
 
     cfg = _config(args)
     out = args.out or f"runs/{cfg.name}"
-    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
-    summary = cross_validate(cfg, out, folds)
+    folds = _ints("--folds", args.folds) if args.folds else None
+    seeds = _ints("--seeds", args.seeds) if args.seeds else None
+    summary = cross_validate(cfg, out, folds, seeds)
     if summary:
         print(Path(out, "cv.md").read_text())
         print(f"{cfg.name}: accuracy {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f} % "
-              f"over {len(summary['folds'])} folds -> {out}/cv.json")
+              f"over {len(summary['folds'])} runs -> {out}/cv.json")
+
+
+def _ints(flag: str, text: str) -> list[int]:
+    """A comma-separated list of whole numbers."""
+    try:
+        return [int(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        raise AttsfError(f"{flag} {text}: expected comma-separated whole numbers, e.g. 0,1,2") from None
 
 
 def cmd_robustness(args: argparse.Namespace) -> None:
@@ -110,7 +119,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 
     path = resolve_config_path(args.config)
     out = args.out or f"runs/experiments/{path.stem}"
-    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    folds = _ints("--folds", args.folds) if args.folds else None
     fractions = _floats("--fractions", args.fractions) if args.fractions else None
     snrs = _floats("--snr", args.snr) if args.snr else None
     print(run_experiment(args.name, path, args.overrides, out, folds, fractions, snrs), end="")
@@ -251,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("overrides", nargs="*")
     c.add_argument("--out", help="output directory (default runs/NAME)")
     c.add_argument("--folds", help="comma-separated fold numbers (default: all)")
+    c.add_argument("--seeds", help="comma-separated seeds: every fold once per seed, in OUT/seed{S}/fold{K} "
+                   "(default: the config's train.seed, in OUT/fold{K})")
     c.set_defaults(func=cmd_cv)
 
     rb = sub.add_parser("robustness", help="test accuracy with a fraction of one modality's time steps replaced by noise")

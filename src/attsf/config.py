@@ -1,4 +1,4 @@
-"""Experiment configs: YAML files of four sections (model, loss, data, train) plus
+"""Experiment configs: YAML files of five sections (model, loss, data, augment, train) plus
 ``key=value`` overrides, validated against dataclasses so that a typo or a wrong type is
 a one-line error naming the key."""
 
@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
+from attsf.augment import AugmentConfig
 from attsf.errors import AttsfError
 from attsf.losses import LossConfig
 from attsf.model import ATTSFConfig
@@ -36,9 +37,11 @@ class TrainConfig:
     lr: float = 4e-4
     weight_decay: float = 1e-5
     max_epochs: int = 200
+    schedule: Literal["step", "cosine"] = "step"  # "step": the paper's x lr_decay; "cosine": to 0 at max_epochs
     lr_decay: float = 0.9
     lr_decay_every: int = 20
     lr_decay_start: int = 30
+    warmup_epochs: int = 0  # linear warm-up before either schedule
     patience: int = 30  # early stopping on validation accuracy (the paper gives none)
     seed: int = 42
     accelerator: str = "auto"
@@ -56,6 +59,7 @@ class Config:
     model: ATTSFConfig = field(default_factory=ATTSFConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:

@@ -3,6 +3,7 @@ Lightning, and the callback that makes a resumed run continue the same random st
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,25 @@ import torch
 from lightning.pytorch.plugins.io import CheckpointIO
 from torch.optim.lr_scheduler import LambdaLR
 
-from attsf.config import Config
+from attsf.augment import augment_batch
+from attsf.config import Config, TrainConfig
 from attsf.io import load_state, save_state, write_json
 from attsf.losses import total_loss
 from attsf.model import build_model
 
 
-def lr_factor(epoch: int, decay: float, every: int, start: int) -> float:
-    """×decay at epoch ``start`` and every ``every`` epochs after it (paper §IV-B)."""
-    return 1.0 if epoch < start else decay ** (1 + (epoch - start) // every)
+def lr_factor(epoch: int, t: TrainConfig) -> float:
+    """The learning-rate multiplier of a (0-based) epoch. ``step``: ×lr_decay at epoch
+    ``lr_decay_start`` and every ``lr_decay_every`` epochs after it (paper §IV-B);
+    ``cosine``: half a cosine from 1 to 0 over ``max_epochs``. Either after a linear
+    warm-up of ``warmup_epochs``."""
+    if epoch < t.warmup_epochs:
+        return (epoch + 1) / (t.warmup_epochs + 1)
+    if t.schedule == "cosine":
+        span = max(1, t.max_epochs - t.warmup_epochs)
+        return 0.5 * (1 + math.cos(math.pi * (epoch - t.warmup_epochs) / span))
+    start = t.lr_decay_start
+    return 1.0 if epoch < start else t.lr_decay ** (1 + (epoch - start) // t.lr_decay_every)
 
 
 class ATTSFModule(L.LightningModule):
@@ -41,9 +52,13 @@ class ATTSFModule(L.LightningModule):
         return self.model(audio=batch.get("audio"), visual=batch.get("visual"), text=batch.get("text"))
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        if stage == "train" and self.cfg.augment.active:
+            batch = augment_batch(batch, self.cfg.augment, self.cfg.model.n_classes, self.cfg.model.modalities == "av",
+                                  self.regression)
         out = self(batch)
         terms = total_loss(out, batch["label"], self.cfg.loss, self.regression)
-        bs = batch["label"].shape[0]
+        target = batch["label"].argmax(-1) if batch["label"].dim() == 2 else batch["label"]  # mixup: soft targets
+        bs = target.shape[0]
         self.log_dict({f"{stage}_{k}": v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True,
                       batch_size=bs, sync_dist=stage != "train", prog_bar=False)
         if self.regression:
@@ -51,7 +66,7 @@ class ATTSFModule(L.LightningModule):
             self.log(f"{stage}_mae", err, on_epoch=True, on_step=False, batch_size=bs, sync_dist=stage != "train",
                      prog_bar=True)
         else:
-            acc = (out["logits"].argmax(-1) == batch["label"]).float().mean()
+            acc = (out["logits"].argmax(-1) == target).float().mean()
             self.log(f"{stage}_acc", acc, on_epoch=True, on_step=False, batch_size=bs, sync_dist=stage != "train",
                      prog_bar=True)
         return terms["loss"]
@@ -65,7 +80,7 @@ class ATTSFModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         t = self.cfg.train
         opt = torch.optim.Adam(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        sched = LambdaLR(opt, lambda e: lr_factor(e, t.lr_decay, t.lr_decay_every, t.lr_decay_start))
+        sched = LambdaLR(opt, lambda e: lr_factor(e, t))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -40,25 +40,27 @@ class LossConfig:
     # "sum" over the d dimensions is SPEC §3; "mean" divides L_sim by d, which keeps it on the
     # scale of the cross-entropy terms (with "sum" it is ~20-100x larger early in training).
     sim_reduction: str = "sum"
+    label_smoothing: float = 0.0  # of the cross-entropy terms (0 is the paper's plain cross-entropy)
 
     def __post_init__(self) -> None:
         if self.sim_reduction not in ("sum", "mean"):
             raise ValueError(f"loss.sim_reduction must be 'sum' or 'mean', not {self.sim_reduction!r}")
 
 
-def _task_loss(logits: Tensor, target: Tensor, regression: bool) -> Tensor:
+def _task_loss(logits: Tensor, target: Tensor, regression: bool, smoothing: float = 0.0) -> Tensor:
+    """L1 for regression; cross-entropy against class indices or (mixup) class probabilities."""
     if regression:
         return F.l1_loss(logits.squeeze(-1), target.float())
-    return F.cross_entropy(logits, target)
+    return F.cross_entropy(logits, target, label_smoothing=smoothing)
 
 
 def total_loss(out: dict[str, Tensor], target: Tensor, cfg: LossConfig, regression: bool = False) -> dict[str, Tensor]:
     """All terms of eq. (18) that the network's output supports, and their weighted sum."""
-    terms = {"loss_av": _task_loss(out["logits"], target, regression)}
+    terms = {"loss_av": _task_loss(out["logits"], target, regression, cfg.label_smoothing)}
     total = terms["loss_av"]
     for key, weight in (("a", cfg.lambda_a), ("v", cfg.lambda_v)):
         if f"logits_{key}" in out:
-            terms[f"loss_{key}"] = _task_loss(out[f"logits_{key}"], target, regression)
+            terms[f"loss_{key}"] = _task_loss(out[f"logits_{key}"], target, regression, cfg.label_smoothing)
             total = total + weight * terms[f"loss_{key}"]
     if "h_learn" in out and cfg.lambda_sim > 0:
         terms["loss_sim"] = similarity_loss(out["h_learn"], out["h_a2v"], out["h_v2a"], cfg.eps, cfg.sim_reduction)

@@ -228,11 +228,31 @@ def config_differences(saved: Config, wanted: Config) -> list[str]:
     return [f"{k}={a[k]} there, {b[k]} here" for k in b if k not in skip and a.get(k) != b[k]]
 
 
-def cross_validate(cfg: Config, out_dir: str | Path, folds: list[int] | None = None) -> dict:
-    """Every fold of ``cfg.data.folds`` in ``out_dir/fold{k}``: finished folds are reused,
-    interrupted ones resumed, both only if their settings match ``cfg``. Writes ``cv.json``
-    and ``cv.md`` with mean ± std."""
+def cross_validate(cfg: Config, out_dir: str | Path, folds: list[int] | None = None,
+                   seeds: list[int] | None = None) -> dict:
+    """Every fold of ``cfg.data.folds`` in ``out_dir/fold{k}`` (with ``seeds``: every fold
+    of every seed in ``out_dir/seed{s}/fold{k}``). Finished runs are reused, interrupted ones
+    resumed, both only if their settings match ``cfg``. Writes ``cv.json`` and ``cv.md``
+    with mean ± std (over all runs, and per seed)."""
     out_dir = Path(out_dir)
+    if seeds:
+        per_seed = {s: _cross_validate(replace(cfg, train=replace(cfg.train, seed=s)), out_dir / f"seed{s}", folds)
+                    for s in seeds}
+        if not all(per_seed.values()):  # not rank 0
+            return {}
+        prov = provenance(cfg.to_dict(), cfg.data.cache)
+        for s, res in per_seed.items():  # each seed folder is a cv folder of its own (attsf report works on it)
+            summarise_cv(out_dir / f"seed{s}", res, prov)
+        summary = dict(seeds_summary(per_seed), provenance=prov)
+        write_json(out_dir / "cv.json", summary)
+        atomic_write_text(out_dir / "cv.md", cv_markdown(summary))
+        return summary
+    results = _cross_validate(cfg, out_dir, folds)
+    return summarise_cv(out_dir, results, provenance(cfg.to_dict(), cfg.data.cache)) if results else {}
+
+
+def _cross_validate(cfg: Config, out_dir: Path, folds: list[int] | None) -> dict[int, dict]:
+    """``metrics.json`` of each fold's run, keyed by fold (empty on ranks other than 0)."""
     n_folds = len(load_folds(cfg.data.folds)["folds"])
     folds = list(range(n_folds)) if folds is None else folds
     results = {}
@@ -244,14 +264,12 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: list[int] | None = N
             raise AttsfError(f"{run_dir}: this run has other settings ({'; '.join(diff)}); "
                              "choose another --out or remove it")
         state = " (finished: reused)" if (run_dir / METRICS).is_file() else " (resuming)" if resume else ""
-        log.info("fold %d/%d -> %s%s", k, n_folds, run_dir, state)
+        log.info("fold %d/%d, seed %d -> %s%s", k, n_folds, cfg.train.seed, run_dir, state)
         metrics = train(fold_cfg, run_dir, resume=resume)
         if metrics is None:  # not rank 0
             continue
         results[k] = metrics
-    if not results:
-        return {}
-    return summarise_cv(out_dir, results)
+    return results
 
 
 def cv_summary(results: dict[int, dict]) -> dict:
@@ -264,23 +282,45 @@ def cv_summary(results: dict[int, dict]) -> dict:
               for c in labels}
     return {
         "folds": {str(k): {"test_accuracy": m["test"]["accuracy"] * 100, "val_accuracy": m["val"]["accuracy"] * 100,
-                           "epochs": m["epochs"], "best_epoch": m["best_epoch"]} for k, m in results.items()},
+                           "epochs": m["epochs"], "best_epoch": m["best_epoch"],
+                           "commit": m.get("provenance", {}).get("code", {}).get("commit")}
+                  for k, m in results.items()},
         "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
         "unweighted_accuracy_mean": float(uacc.mean()), "per_class_recall_mean": recall,
     }
 
 
-def summarise_cv(out_dir: Path, results: dict[int, dict]) -> dict:
-    """``cv_summary`` written to ``cv.json`` and ``cv.md``."""
-    summary = cv_summary(results)
-    write_json(out_dir / "cv.json", summary)
-    lines = ["| fold | test acc % | val acc % | epochs | best epoch |", "| --- | --- | --- | --- | --- |"]
+def seeds_summary(per_seed: dict[int, dict[int, dict]]) -> dict:
+    """``cv_summary`` over every (seed, fold) run, with each seed's own summary under ``seeds``
+    and the spread of the per-seed means."""
+    runs = {f"seed{s}/fold{k}": m for s, res in per_seed.items() for k, m in res.items()}
+    summary = cv_summary(runs)
+    summary["seeds"] = {str(s): cv_summary(res) for s, res in per_seed.items()}
+    means = np.array([v["accuracy_mean"] for v in summary["seeds"].values()])
+    summary["seed_means_std"] = float(means.std())
+    return summary
+
+
+def cv_markdown(summary: dict) -> str:
+    lines = ["| run | test acc % | val acc % | epochs | best epoch |", "| --- | --- | --- | --- | --- |"]
     for k, f in summary["folds"].items():
         lines.append(f"| {k} | {f['test_accuracy']:.2f} | {f['val_accuracy']:.2f} | {f['epochs']} | {f['best_epoch']} |")
     lines.append(f"| mean ± std | {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f} | | | |")
+    if "seeds" in summary:
+        lines += ["", "| seed | test acc % (mean ± std over folds) |", "| --- | --- |"]
+        lines += [f"| {s} | {v['accuracy_mean']:.2f} ± {v['accuracy_std']:.2f} |" for s, v in summary["seeds"].items()]
     lines += ["", "| class | mean recall % |", "| --- | --- |"]
     lines += [f"| {c} | {r:.1f} |" for c, r in summary["per_class_recall_mean"].items()]
-    atomic_write_text(out_dir / "cv.md", "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def summarise_cv(out_dir: Path, results: dict[int, dict], prov: dict | None = None) -> dict:
+    """``cv_summary`` (with the provenance of the call) written to ``cv.json`` and ``cv.md``."""
+    summary = cv_summary(results)
+    if prov is not None:
+        summary["provenance"] = prov
+    write_json(out_dir / "cv.json", summary)
+    atomic_write_text(out_dir / "cv.md", cv_markdown(summary))
     return summary
 
 
