@@ -5,7 +5,10 @@ A network that scores below these on the same fold has a problem to find.
     python bench/baselines.py [--cache cache/ravdess_au] [--folds ravdess_actor_5fold] [--normalize speaker]
 
 ``--normalize speaker`` first z-scores each speaker's MFCC frames and AU vectors with that
-speaker's own statistics, as ``data.normalize=speaker`` does for the networks.
+speaker's own statistics, as ``data.normalize=speaker`` does for the networks;
+``--normalize speaker_train`` uses the speakers' own statistics for the speakers the
+regression is trained on, and their pooled statistics for the test speakers, as
+``data.normalize=speaker_train`` (and ``attsf predict`` on a new speaker's clip) does.
 """
 
 from __future__ import annotations
@@ -26,33 +29,43 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cache", default="cache/ravdess_au")
     p.add_argument("--folds", default="ravdess_actor_5fold")
-    p.add_argument("--normalize", choices=["none", "speaker"], default="none")
+    p.add_argument("--normalize", choices=["none", "speaker", "speaker_train"], default="none")
     args = p.parse_args()
     cache = ClipCache(args.cache)
-    stats = normalize.speaker_stats(cache, cache.records) if args.normalize == "speaker" else None
-    rows = []
-    for r in cache.records:
-        arrays = cache.load(r)
-        if stats is not None:
-            arrays = normalize.apply(arrays, stats[r.speaker])
-        mfcc = arrays["audio"].numpy()
-        rows.append((np.concatenate([mfcc.mean(1), mfcc.std(1)]), arrays["visual"].numpy().reshape(-1),
-                     cache.label_index(r), r.speaker))
-    audio, visual = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
-    y, speaker = np.array([r[2] for r in rows]), np.array([r[3] for r in rows])
-    inputs = {"MFCC": audio, "AU": visual, "MFCC + AU": np.concatenate([audio, visual], 1)}
+    clips = [cache.load(r) for r in cache.records]
+    y = np.array([cache.label_index(r) for r in cache.records])
+    speaker = np.array([r.speaker for r in cache.records])
+    own = normalize.speaker_stats(cache, cache.records) if args.normalize != "none" else {}
+
+    def inputs(fit_speakers: list[str]) -> dict[str, np.ndarray]:
+        """Utterance statistics of every clip, normalised as ``--normalize`` says for a
+        regression fitted on ``fit_speakers``."""
+        pool = normalize.pooled(own[s] for s in fit_speakers) if args.normalize == "speaker_train" else None
+        audio, visual = [], []
+        for r, arrays in zip(cache.records, clips):
+            if args.normalize == "speaker" or (pool is not None and r.speaker in fit_speakers):
+                arrays = normalize.apply(arrays, own[r.speaker])
+            elif pool is not None:
+                arrays = normalize.apply(arrays, pool)
+            mfcc = arrays["audio"].numpy()
+            audio.append(np.concatenate([mfcc.mean(1), mfcc.std(1)]))
+            visual.append(arrays["visual"].numpy().reshape(-1))
+        a, v = np.stack(audio), np.stack(visual)
+        return {"MFCC": a, "AU": v, "MFCC + AU": np.concatenate([a, v], 1)}
+
+    scores: dict[tuple[str, str], list[float]] = {}
+    for fold in load_folds(args.folds)["folds"]:
+        for train_splits in (("train",), ("train", "val")):
+            fit = [s for split in train_splits for s in fold[split] if s in set(speaker)]
+            tr, te = np.isin(speaker, fit), np.isin(speaker, fold["test"])
+            for name, x in inputs(fit).items():
+                clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x[tr], y[tr])
+                scores.setdefault((name, " + ".join(train_splits)), []).append(100 * clf.score(x[te], y[te]))
+    print(f"normalisation: {args.normalize}")
     print("| input | trained on | " + " | ".join(f"fold {k}" for k in range(5)) + " | mean |")
     print("| --- | --- |" + " --- |" * 6)
-    for name, x in inputs.items():
-        for train_splits in (("train",), ("train", "val")):
-            scores = []
-            for fold in load_folds(args.folds)["folds"]:
-                tr = np.isin(speaker, [s for split in train_splits for s in fold[split]])
-                te = np.isin(speaker, fold["test"])
-                clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x[tr], y[tr])
-                scores.append(100 * clf.score(x[te], y[te]))
-            print(f"| {name} | {' + '.join(train_splits)} | " + " | ".join(f"{s:.1f}" for s in scores)
-                  + f" | {np.mean(scores):.1f} |")
+    for (name, splits), values in scores.items():
+        print(f"| {name} | {splits} | " + " | ".join(f"{s:.1f}" for s in values) + f" | {np.mean(values):.1f} |")
 
 
 if __name__ == "__main__":

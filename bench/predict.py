@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attsf.cli import resolve_config_path
-from attsf.config import load_config
+from attsf.config import load_config, resolve_config_path
 from attsf.data.ravdess import LABELS
 from attsf.data.synthetic import talking_clip
 from attsf.io import save_state

@@ -9,7 +9,7 @@ from attsf.cli import build_parser
 def test_help_lists_every_command():
     out = run_cli("--help").stdout
     for cmd in ("train", "evaluate", "cv", "summary", "preprocess", "convert-weights", "inspect", "predict", "serve",
-                "experiment", "robustness", "report",
+                "experiment", "robustness", "report", "verify",
                 "demo"):
         assert cmd in out
 

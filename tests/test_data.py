@@ -100,3 +100,20 @@ def test_speaker_normalisation_z_scores_each_speaker(tiny_overrides, tiny_cache)
     expected = torch.stack([dm.speaker_stats[s]["audio"][0] for s in train]).mean(0)
     torch.testing.assert_close(fallback["audio"][0], expected)
     assert ClipDataModule(load_config(None, tiny_overrides)).normalization() == {}
+
+
+def test_speaker_train_normalises_unseen_speakers_with_the_train_pool(tiny_overrides, tiny_cache):
+    dm = ClipDataModule(load_config(None, [*tiny_overrides, "data.normalize=speaker_train"]))
+    own = ClipDataModule(load_config(None, [*tiny_overrides, "data.normalize=speaker"]))
+    pool = normalize.from_json(dm.normalization()["fallback"])
+    train = {r.speaker for r in dm.splits["train"]}
+    for split in ("val", "test"):
+        for r in dm.splits[split]:
+            assert r.speaker not in train
+            torch.testing.assert_close(dm.speaker_stats[r.speaker]["audio"][0], pool["audio"][0])
+    for s in train:  # train speakers keep their own statistics
+        torch.testing.assert_close(dm.speaker_stats[s]["audio"][0], own.speaker_stats[s]["audio"][0])
+    test = dm.dataset("test")
+    raw = ClipCache(tiny_cache).load(test.records[0])["audio"]
+    expected = (raw - pool["audio"][0][:, None]) / pool["audio"][1][:, None]
+    torch.testing.assert_close(test[0]["audio"], expected)

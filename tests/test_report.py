@@ -38,6 +38,8 @@ def test_report_is_self_contained(demo_dir):
     assert len(images) == 4  # confusion, t-SNE, curves, robustness
     assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched from the network
+    commit = json.loads((run / "metrics.json").read_text())["provenance"]["code"].get("commit", "")
+    assert "<h2>Provenance</h2>" in page and "seed, threads" in page and commit[:10] in page
     for name in ("confusion", "tsne", "curves", "robustness"):
         assert (run / "figures" / f"{name}.png").stat().st_size > 5000
 

@@ -142,3 +142,22 @@ def test_same_command_same_metrics(tiny_overrides, tmp_path):
     assert a == b
     assert a["provenance"]["seed"] == 42 and a["provenance"]["devices"]["threads"] == 1
     assert a["provenance"]["cache"]["content_sha256"]
+
+
+def test_verify_reruns_a_recorded_fold(tiny_overrides, tmp_path):
+    run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "train.max_epochs=2", "train.threads=1", "--folds", "1",
+            "--out", str(tmp_path / "cv"))
+    result = tmp_path / "cv" / "cv.json"
+    out = run_cli("verify", str(result), "--out", str(tmp_path / "v1")).stdout
+    assert "re-running fold1 (seed 42, 1 thread(s))" in out
+    assert out.count("same") == 4 and "DIFFERENT" not in out
+    doc = json.loads(result.read_text())
+    doc["folds"]["1"]["test_accuracy"] += 1.0
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(doc))
+    other = run_cli("verify", str(tampered), "--run", "1", "--out", str(tmp_path / "v1"), check=False)
+    assert other.returncode == 1 and "test_accuracy" in other.stdout and "DIFFERENT" in other.stdout
+    doc.pop("provenance")
+    tampered.write_text(json.dumps(doc))
+    old = run_cli("verify", str(tampered), check=False)
+    assert old.returncode == 2 and "records no provenance" in old.stderr

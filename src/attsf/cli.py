@@ -14,21 +14,8 @@ from attsf.errors import AttsfError
 log = logging.getLogger("attsf")
 
 
-def resolve_config_path(name: str) -> Path:
-    """A config path, or the name of a packaged config (``ravdess_au`` -> configs/ravdess_au.yaml)."""
-    path = Path(name)
-    if path.is_file() or path.suffix in (".yaml", ".yml"):
-        return path
-    from importlib import resources
-
-    packaged = resources.files("attsf") / "configs" / f"{name}.yaml"
-    if packaged.is_file():
-        return Path(str(packaged))
-    raise AttsfError(f"{name}: config file not found (give a path or a packaged name)")
-
-
 def _config(args: argparse.Namespace):
-    from attsf.config import load_config
+    from attsf.config import load_config, resolve_config_path
 
     return load_config(resolve_config_path(args.config), args.overrides)
 
@@ -95,6 +82,26 @@ def _ints(flag: str, text: str) -> list[int]:
         raise AttsfError(f"{flag} {text}: expected comma-separated whole numbers, e.g. 0,1,2") from None
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from attsf.train import train
+    from attsf.verify import compare, plan
+
+    cfg, key, recorded, notes = plan(args.result, args.run, args.cache)
+    out = Path(args.out or Path("runs/verify") / f"{Path(args.result).stem}-{key.replace('/', '-')}")
+    print(f"{args.result}: re-running {key} (seed {cfg.train.seed}, {cfg.train.threads} thread(s)) in {out}")
+    for note in notes:
+        print(f"differs: {note}")
+    metrics = train(cfg, out, resume=(out / "config.yaml").is_file())
+    if metrics is None:
+        return 0
+    rows = compare(recorded, metrics)
+    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    print(f"{'':14} {'recorded':>9} {'now':>9}")
+    for name, a, b, same in rows:
+        print(f"{name:14} {fmt(a):>9} {fmt(b):>9}  {'same' if same else 'DIFFERENT'}")
+    return 0 if all(r[3] for r in rows) else 1
+
+
 def cmd_robustness(args: argparse.Namespace) -> None:
     from attsf.robustness import robustness, robustness_table
 
@@ -115,6 +122,7 @@ def _floats(flag: str, text: str) -> tuple[float, ...]:
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
+    from attsf.config import resolve_config_path
     from attsf.experiments import run_experiment
 
     path = resolve_config_path(args.config)
@@ -263,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", help="comma-separated seeds: every fold once per seed, in OUT/seed{S}/fold{K} "
                    "(default: the config's train.seed, in OUT/fold{K})")
     c.set_defaults(func=cmd_cv)
+
+    vf = sub.add_parser("verify", help="re-run one fold of a recorded result (cv.json or metrics.json) with its "
+                        "recorded settings; print recorded vs now (exit 1 if they differ)")
+    vf.add_argument("result", help="a cv.json or a run's metrics.json")
+    vf.add_argument("--run", help="which run: fold number, foldK or seedS/foldK (default: the first)")
+    vf.add_argument("--cache", help="the cache, where it is not at the recorded path")
+    vf.add_argument("--out", help="run directory (default runs/verify/NAME-RUN; resumed if it exists)")
+    vf.set_defaults(func=cmd_verify)
 
     rb = sub.add_parser("robustness", help="test accuracy with a fraction of one modality's time steps replaced by noise")
     rb.add_argument("run_dir")

@@ -9,6 +9,7 @@ import difflib
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +28,9 @@ class DataConfig:
     folds: str = "ravdess_actor_5fold"  # a packaged fold file name, or a path to a JSON fold file
     fold: int = 0
     augment: bool = True  # flips, rotation, crop of face frames at training time
-    normalize: Literal["none", "speaker"] = "none"  # "speaker": z-score features per speaker (data/normalize.py)
+    # "speaker": z-score features per speaker with its own statistics (test speakers too);
+    # "speaker_train": val/test speakers with the train speakers' pooled statistics (data/normalize.py)
+    normalize: Literal["none", "speaker", "speaker_train"] = "none"
     num_workers: int = 0
 
 
@@ -176,6 +179,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if path is not None:
             raise AttsfError(f"{path}: {exc}") from None
         raise
+
+
+def config_from_dict(tree: dict) -> Config:
+    """A config from its ``to_dict()`` form (e.g. the one recorded in a result's provenance)."""
+    return _build(Config, tree, "")
+
+
+def resolve_config_path(name: str) -> Path:
+    """A config path, or the name of a packaged config (``ravdess_au`` -> configs/ravdess_au.yaml)."""
+    path = Path(name)
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
+        return path
+    packaged = resources.files("attsf") / "configs" / f"{name}.yaml"
+    if packaged.is_file():
+        return Path(str(packaged))
+    raise AttsfError(f"{name}: config file not found (give a path or a packaged name)")
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -95,8 +95,7 @@ def write_folds(path: Path) -> None:
 
 
 def run_demo(out: Path, epochs: int = 10) -> dict:
-    from attsf.cli import resolve_config_path
-    from attsf.config import load_config
+    from attsf.config import load_config, resolve_config_path
     from attsf.train import CONFIG_FILE, train
 
     out.mkdir(parents=True, exist_ok=True)

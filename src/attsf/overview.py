@@ -21,7 +21,7 @@ import numpy as np
 from attsf.errors import AttsfError
 from attsf.experiments import EXPERIMENTS, PAPER_FRACTIONS, Row
 from attsf.io import atomic_write_bytes, read_json
-from attsf.report import _png, confusion_figure, epoch_series, html_img, html_table, write_page
+from attsf.report import _png, confusion_figure, epoch_series, html_img, html_table, provenance_section, write_page
 from attsf.robustness import mean_robustness
 from attsf.train import cv_summary
 
@@ -194,6 +194,8 @@ def build_overview(out_dir: str | Path) -> Path:
         confusion, names = pooled_confusion(d)
         figures[f"confusion_{slug}"] = confusion_figure(confusion, names)
         parts.append(f"<h3>{html.escape(row.name)}</h3>" + html_img(figures[f"confusion_{slug}"], row.name))
+    if len(models) == 1:
+        parts.append(provenance_section(next(iter(models.values()))[1] / "cv.json"))
     for name, png in figures.items():
         atomic_write_bytes(root / "figures" / f"{name}.png", png)
     return write_page(root / "report.html", parts)

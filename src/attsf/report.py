@@ -145,6 +145,16 @@ def html_img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
+def provenance_section(doc_path: Path) -> str:
+    """"Provenance" table of a ``metrics.json`` or ``cv.json`` (empty if it records none)."""
+    from attsf.provenance import describe
+
+    prov = json.loads(doc_path.read_text()).get("provenance") if doc_path.is_file() else None
+    if not prov:
+        return ""
+    return "<h2>Provenance</h2>" + html_table(["", ""], [list(r) for r in describe(prov)])
+
+
 def write_page(path: Path, parts: list[str]) -> Path:
     """One self-contained HTML page of ``parts`` (images are embedded data URIs)."""
     style = ("body{font:14px/1.4 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem}"
@@ -201,4 +211,5 @@ def build_report(run_dir: str | Path, seed: int = 0) -> Path:
                      + html_table(head, cases["helps"]))
         parts.append(f"<h2>Where fusion hurts ({cases['n_hurts']} clips: a unimodal head right, fused wrong)</h2>"
                      + html_table(head, cases["hurts"]))
+    parts.append(provenance_section(root / "metrics.json"))
     return write_page(root / "report.html", parts)

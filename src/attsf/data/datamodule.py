@@ -156,10 +156,21 @@ class ClipDataModule(L.LightningDataModule):
 
     @property
     def speaker_stats(self) -> dict[str, normalize.Stats] | None:
-        """Per-speaker feature statistics over all splits (no labels used) with ``normalize=speaker``."""
-        if self.cfg.data.normalize == "speaker" and self._speaker_stats is None:
-            records = [r for split in SPLITS for r in self.splits[split]]
-            self._speaker_stats = normalize.speaker_stats(self.cache, records)
+        """Per-speaker feature statistics (no labels used). ``normalize=speaker``: every
+        speaker's own, over all splits (transductive: test speakers by their own clips);
+        ``speaker_train``: the train speakers' own, and for validation and test speakers the
+        pooled statistics of the train speakers, as ``attsf predict`` does for a new clip."""
+        mode = self.cfg.data.normalize
+        if mode != "none" and self._speaker_stats is None:
+            if mode == "speaker":
+                records = [r for split in SPLITS for r in self.splits[split]]
+                self._speaker_stats = normalize.speaker_stats(self.cache, records)
+            else:
+                stats = normalize.speaker_stats(self.cache, self.splits["train"])
+                fallback = normalize.pooled(stats.values())
+                for r in self.splits["val"] + self.splits["test"]:
+                    stats.setdefault(r.speaker, fallback)
+                self._speaker_stats = stats
         return self._speaker_stats
 
     def normalization(self) -> dict:

@@ -1,0 +1,86 @@
+"""``attsf verify RESULT.json``: re-run one fold of a recorded result with its recorded
+settings (config, seed, threads) and print recorded against now, with what differs in the
+code and the cache. RESULT.json is a run's ``metrics.json`` or a ``cv.json``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from attsf.config import Config, config_from_dict
+from attsf.errors import AttsfError
+from attsf.io import read_json
+from attsf.provenance import cache_fingerprint, code_version
+
+TRACKED = ("test_accuracy", "val_accuracy", "best_epoch", "epochs")
+
+
+def recorded_runs(result: dict, path: Path) -> dict[str, dict]:
+    """``{run key: {test_accuracy, val_accuracy, best_epoch, epochs}}`` of a result file."""
+    if "folds" in result:  # cv.json
+        return {(f"fold{k}" if k.isdigit() else k): {t: v.get(t) for t in TRACKED} for k, v in result["folds"].items()}
+    if "test" in result and "val" in result:  # a run's metrics.json
+        fold = result.get("provenance", {}).get("config", {}).get("data", {}).get("fold", 0)
+        return {f"fold{fold}": {"test_accuracy": result["test"]["accuracy"] * 100,
+                                "val_accuracy": result["val"]["accuracy"] * 100,
+                                "best_epoch": result.get("best_epoch"), "epochs": result.get("epochs")}}
+    raise AttsfError(f"{path}: neither a cv.json nor a run's metrics.json")
+
+
+def _fold_and_seed(key: str, cfg: Config) -> tuple[int, int]:
+    """The fold and seed of a run key, ``fold3`` or ``seed1/fold3``."""
+    seed, fold = cfg.train.seed, key
+    if "/" in key:
+        s, fold = key.split("/")
+        seed = int(s.removeprefix("seed"))
+    return int(fold.removeprefix("fold")), seed
+
+
+def plan(result_path: str | Path, run: str | None, cache: str | None) -> tuple[Config, str, dict, list[str]]:
+    """The config to re-run, the run's key, its recorded figures and notes on what differs."""
+    path = Path(result_path)
+    result = read_json(path)
+    prov = result.get("provenance")
+    if not prov or "config" not in prov:
+        raise AttsfError(f"{path}: records no provenance (written by an attsf before provenance was recorded); "
+                         "nothing to re-run it from")
+    runs = recorded_runs(result, path)
+    key = run or next(iter(runs))
+    if key not in runs:
+        key = f"fold{key}" if f"fold{key}" in runs else key
+    if key not in runs:
+        raise AttsfError(f"{path}: no run '{run}' (it has {', '.join(runs)})")
+    cfg = config_from_dict(prov["config"])
+    fold, seed = _fold_and_seed(key, cfg)
+    threads = prov.get("devices", {}).get("threads", cfg.train.threads)
+    data = replace(cfg.data, fold=fold, cache=cache or cfg.data.cache)
+    cfg = replace(cfg, data=data, train=replace(cfg.train, seed=seed, threads=threads, progress=False))
+    notes = []
+    rec_code, now_code = prov.get("code", {}), code_version()
+    if rec_code.get("commit") != now_code.get("commit") or rec_code.get("dirty") or now_code.get("dirty"):
+        notes.append(f"code: recorded {_code(rec_code)}, now {_code(now_code)}")
+    if "cache" in prov:
+        now = cache_fingerprint(cfg.data.cache)
+        for field in ("index_sha256", "content_sha256"):
+            if prov["cache"].get(field) != now.get(field):
+                notes.append(f"cache {field}: recorded {prov['cache'].get(field)}, now {now.get(field)} "
+                             f"({cfg.data.cache})")
+    return cfg, key, runs[key], notes
+
+
+def _code(code: dict) -> str:
+    commit = code.get("commit")
+    return (commit[:10] if commit else f"version {code.get('version')}") + (" (uncommitted changes)" if code.get("dirty")
+                                                                              else "")
+
+
+def compare(recorded: dict, metrics: dict) -> list[tuple[str, object, object, bool]]:
+    """``(name, recorded, now, equal)`` rows; accuracies in %, equal to 0.01 points."""
+    now = {"test_accuracy": metrics["test"]["accuracy"] * 100, "val_accuracy": metrics["val"]["accuracy"] * 100,
+           "best_epoch": metrics.get("best_epoch"), "epochs": metrics.get("epochs")}
+    rows = []
+    for name in TRACKED:
+        a, b = recorded.get(name), now[name]
+        same = a is not None and (abs(a - b) < 0.01 if isinstance(a, float) else a == b)
+        rows.append((name, a, b, same))
+    return rows
