@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
@@ -229,47 +231,70 @@ def config_differences(saved: Config, wanted: Config) -> list[str]:
 
 
 def cross_validate(cfg: Config, out_dir: str | Path, folds: list[int] | None = None,
-                   seeds: list[int] | None = None) -> dict:
+                   seeds: list[int] | None = None, jobs: int = 1) -> dict:
     """Every fold of ``cfg.data.folds`` in ``out_dir/fold{k}`` (with ``seeds``: every fold
     of every seed in ``out_dir/seed{s}/fold{k}``). Finished runs are reused, interrupted ones
-    resumed, both only if their settings match ``cfg``. Writes ``cv.json`` and ``cv.md``
-    with mean ± std (over all runs, and per seed)."""
+    resumed, both only if their settings match ``cfg``. ``jobs > 1`` trains that many runs
+    at once in separate processes, each with ``cores // jobs`` threads unless
+    ``train.threads`` is set. Writes ``cv.json`` and ``cv.md`` with mean ± std (over all
+    runs, and per seed)."""
     out_dir = Path(out_dir)
-    if seeds:
-        per_seed = {s: _cross_validate(replace(cfg, train=replace(cfg.train, seed=s)), out_dir / f"seed{s}", folds)
-                    for s in seeds}
-        if not all(per_seed.values()):  # not rank 0
-            return {}
-        prov = provenance(cfg.to_dict(), cfg.data.cache)
-        for s, res in per_seed.items():  # each seed folder is a cv folder of its own (attsf report works on it)
-            summarise_cv(out_dir / f"seed{s}", res, prov)
-        summary = dict(seeds_summary(per_seed), provenance=prov)
-        write_json(out_dir / "cv.json", summary)
-        atomic_write_text(out_dir / "cv.md", cv_markdown(summary))
-        return summary
-    results = _cross_validate(cfg, out_dir, folds)
-    return summarise_cv(out_dir, results, provenance(cfg.to_dict(), cfg.data.cache)) if results else {}
-
-
-def _cross_validate(cfg: Config, out_dir: Path, folds: list[int] | None) -> dict[int, dict]:
-    """``metrics.json`` of each fold's run, keyed by fold (empty on ranks other than 0)."""
     n_folds = len(load_folds(cfg.data.folds)["folds"])
     folds = list(range(n_folds)) if folds is None else folds
-    results = {}
-    for k in folds:
-        run_dir = out_dir / f"fold{k}"
-        fold_cfg = replace(cfg, data=replace(cfg.data, fold=k))
-        resume = (run_dir / CONFIG_FILE).is_file()
-        if resume and (diff := config_differences(load_config(run_dir / CONFIG_FILE), fold_cfg)):
-            raise AttsfError(f"{run_dir}: this run has other settings ({'; '.join(diff)}); "
-                             "choose another --out or remove it")
-        state = " (finished: reused)" if (run_dir / METRICS).is_file() else " (resuming)" if resume else ""
-        log.info("fold %d/%d, seed %d -> %s%s", k, n_folds, cfg.train.seed, run_dir, state)
-        metrics = train(fold_cfg, run_dir, resume=resume)
-        if metrics is None:  # not rank 0
-            continue
-        results[k] = metrics
-    return results
+    if jobs > 1 and cfg.train.threads == 0:
+        cfg = replace(cfg, train=replace(cfg.train, threads=max(1, (os.cpu_count() or 1) // jobs)))
+    bases = {s: (replace(cfg, train=replace(cfg.train, seed=s)), out_dir / f"seed{s}") for s in seeds or []}
+    bases = bases or {cfg.train.seed: (cfg, out_dir)}
+    plan = [(s, k, *_fold_job(base, run_dir, k, n_folds)) for s, (base, run_dir) in bases.items() for k in folds]
+    results: dict[int, dict[int, dict]] = {s: {} for s in bases}
+    if jobs > 1:
+        if cfg.train.devices not in ("auto", "1") or not trainer_rank_zero():
+            raise AttsfError("--jobs trains several runs at once on CPU; use it without DDP (train.devices)")
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(_train_job, fold_cfg, run_dir, resume): (s, k)
+                       for s, k, fold_cfg, run_dir, resume in plan}
+            for future in as_completed(futures):
+                s, k = futures[future]
+                results[s][k] = future.result()
+                log.info("seed %d fold %d: test accuracy %.2f %%", s, k, 100 * results[s][k]["test"]["accuracy"])
+    else:
+        for s, k, fold_cfg, run_dir, resume in plan:
+            metrics = train(fold_cfg, run_dir, resume=resume)
+            if metrics is None:  # not rank 0
+                return {}
+            results[s][k] = metrics
+    results = {s: dict(sorted(r.items())) for s, r in results.items()}
+    prov = provenance(cfg.to_dict(), cfg.data.cache)
+    if not seeds:
+        return summarise_cv(out_dir, results[cfg.train.seed], prov)
+    for s, res in results.items():  # each seed folder is a cv folder of its own (attsf report works on it)
+        summarise_cv(out_dir / f"seed{s}", res, prov)
+    summary = dict(seeds_summary(results), provenance=prov)
+    write_json(out_dir / "cv.json", summary)
+    atomic_write_text(out_dir / "cv.md", cv_markdown(summary))
+    return summary
+
+
+def _fold_job(cfg: Config, out_dir: Path, k: int, n_folds: int) -> tuple[Config, Path, bool]:
+    """Fold ``k``'s config, run directory and whether to resume it; refuses a run directory
+    whose settings differ."""
+    run_dir = out_dir / f"fold{k}"
+    fold_cfg = replace(cfg, data=replace(cfg.data, fold=k))
+    resume = (run_dir / CONFIG_FILE).is_file()
+    if resume and (diff := config_differences(load_config(run_dir / CONFIG_FILE), fold_cfg)):
+        raise AttsfError(f"{run_dir}: this run has other settings ({'; '.join(diff)}); "
+                         "choose another --out or remove it")
+    state = " (finished: reused)" if (run_dir / METRICS).is_file() else " (resuming)" if resume else ""
+    log.info("fold %d/%d, seed %d -> %s%s", k, n_folds, cfg.train.seed, run_dir, state)
+    return fold_cfg, run_dir, resume
+
+
+def _train_job(cfg: Config, run_dir: Path, resume: bool) -> dict:
+    """One run in a worker process of ``cross_validate(jobs > 1)``: no progress bar (the
+    parent logs each finished run); warnings still reach the terminal."""
+    logging.getLogger("attsf").setLevel(logging.WARNING)
+    return train(replace(cfg, train=replace(cfg.train, progress=False)), run_dir, resume=resume)
 
 
 def cv_summary(results: dict[int, dict]) -> dict:
