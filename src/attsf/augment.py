@@ -24,19 +24,24 @@ from dataclasses import dataclass
 
 import torch
 
+from attsf.fields import bounded, validate
+
 Tensor = torch.Tensor
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    time_masks: int = 0
-    time_width: int = 12
-    freq_masks: int = 0
-    freq_width: int = 2
-    time_shift: int = 0
-    feature_noise: float = 0.0
-    modality_dropout: float = 0.0
-    mixup: float = 0.0
+    time_masks: int = bounded(0, ge=0)
+    time_width: int = bounded(12, ge=0)
+    freq_masks: int = bounded(0, ge=0)
+    freq_width: int = bounded(2, ge=0)
+    time_shift: int = bounded(0, ge=0)
+    feature_noise: float = bounded(0.0, ge=0)
+    modality_dropout: float = bounded(0.0, ge=0, le=1)
+    mixup: float = bounded(0.0, ge=0)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     @property
     def active(self) -> bool:

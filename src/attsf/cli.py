@@ -170,11 +170,22 @@ def cmd_convert_weights(args: argparse.Namespace) -> None:
           f"(left out: {', '.join(info['dropped']) or 'nothing'}); loads strictly into EfficientFace")
 
 
-def cmd_inspect(args: argparse.Namespace) -> None:
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from attsf.data.cache import ClipCache
     from attsf.data.qa import inspect_cache
 
-    sheet = None if args.no_sheet else (args.sheet or str(Path(args.cache) / "contact_sheet.png"))
+    bad = []
+    if args.verify:  # first, so that the contact sheet never reads a broken clip
+        cache = ClipCache(args.cache)
+        bad = cache.unreadable(cache.records, full=True)
+    sheet = None if args.no_sheet or bad else (args.sheet or str(Path(args.cache) / "contact_sheet.png"))
     print("\n".join(inspect_cache(args.cache, sheet, max_fallback=args.max_fallback, n_sheet=args.clips)))
+    if args.verify:
+        print(f"verified every clip file: {len(bad)} of {len(cache.records)} do not read back"
+              + ("; preprocess again to redo them (finished clips are kept)" if bad else ""))
+        for path, reason in bad:
+            print(f"  {path}: {reason}")
+    return 1 if bad else 0
 
 
 MEDIA_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".wav", ".flac", ".ogg", ".mp3", ".m4a"}
@@ -345,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--sheet", help="contact sheet PNG (default CACHE/contact_sheet.png)")
     ins.add_argument("--no-sheet", action="store_true")
     ins.add_argument("--clips", type=int, default=12, help="clips on the contact sheet")
+    ins.add_argument("--verify", action="store_true", help="read every clip file and list those that do not read "
+                     "back (exit 1 if any)")
     ins.add_argument("--max-fallback", type=int, default=5, help="flag clips with at least this many fallback frames")
     ins.set_defaults(func=cmd_inspect)
 

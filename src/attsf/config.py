@@ -17,6 +17,7 @@ import yaml
 
 from attsf.augment import AugmentConfig
 from attsf.errors import AttsfError
+from attsf.fields import bounded, problems, validate
 from attsf.losses import LossConfig
 from attsf.model import ATTSFConfig
 
@@ -26,34 +27,40 @@ class DataConfig:
     cache: str = "cache/ravdess"  # directory written by `attsf preprocess`
     protocol: Literal["folds", "predefined"] = "folds"  # "predefined": the cache's split field
     folds: str = "ravdess_actor_5fold"  # a packaged fold file name, or a path to a JSON fold file
-    fold: int = 0
+    fold: int = bounded(0, ge=0)  # and below the fold file's count (checked when the folds are read)
     augment: bool = True  # flips, rotation, crop of face frames at training time
     # "speaker": z-score features per speaker with its own statistics (test speakers too);
     # "speaker_train": val/test speakers with the train speakers' pooled statistics (data/normalize.py)
     normalize: Literal["none", "speaker", "speaker_train"] = "none"
-    num_workers: int = 0
+    num_workers: int = bounded(0, ge=0)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 8
-    lr: float = 4e-4
-    weight_decay: float = 1e-5
-    max_epochs: int = 200
+    batch_size: int = bounded(8, ge=1)  # per process (DDP: the global batch is this x processes)
+    lr: float = bounded(4e-4, gt=0)
+    weight_decay: float = bounded(1e-5, ge=0)
+    max_epochs: int = bounded(200, ge=1)
     schedule: Literal["step", "cosine"] = "step"  # "step": the paper's x lr_decay; "cosine": to 0 at max_epochs
-    lr_decay: float = 0.9
-    lr_decay_every: int = 20
-    lr_decay_start: int = 30
-    warmup_epochs: int = 0  # linear warm-up before either schedule
-    patience: int = 30  # early stopping on validation accuracy (the paper gives none)
-    seed: int = 42
+    lr_decay: float = bounded(0.9, gt=0)
+    lr_decay_every: int = bounded(20, ge=1)
+    lr_decay_start: int = bounded(30, ge=0)
+    warmup_epochs: int = bounded(0, ge=0)  # linear warm-up before either schedule
+    patience: int = bounded(30, ge=0)  # early stopping on validation accuracy (the paper gives none)
+    seed: int = bounded(42, ge=0, le=2**32 - 1)
     accelerator: str = "auto"
     devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")
-    num_nodes: int = 1
+    num_nodes: int = bounded(1, ge=1)
     strategy: str = "auto"
     precision: str = "auto"  # "auto": 16-mixed on CUDA, 32-true elsewhere
-    threads: int = 0  # torch intra-op threads on CPU; 0 leaves PyTorch's default
+    threads: int = bounded(0, ge=0)  # torch intra-op threads on CPU; 0 leaves PyTorch's default
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return tuple(_coerce(v, typing.get_args(tp)[0], key) for v in value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if tp in (int, float, str, bool) and (type(value) is not tp):
@@ -124,6 +136,8 @@ def _build(cls: type, values: dict, prefix: str) -> Any:
             kwargs[key] = _build(tp, value, f"{full}.")
         else:
             kwargs[key] = _coerce(value, tp, full)
+    for name, message in problems(cls, kwargs):
+        raise AttsfError(f"config key '{prefix}{name}': {message}")
     try:
         return cls(**kwargs)
     except ValueError as exc:

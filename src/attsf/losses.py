@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from attsf.fields import bounded, validate
 
 Tensor = torch.Tensor
 
@@ -33,18 +36,17 @@ def similarity_loss(h_learn: Tensor, h_a2v: Tensor, h_v2a: Tensor, eps: float = 
 
 @dataclass(frozen=True)
 class LossConfig:
-    lambda_a: float = 0.5
-    lambda_v: float = 0.5
-    lambda_sim: float = 0.3  # 0 is the "without L_sim" ablation
-    eps: float = 1e-5
+    lambda_a: float = bounded(0.5, ge=0)
+    lambda_v: float = bounded(0.5, ge=0)
+    lambda_sim: float = bounded(0.3, ge=0)  # 0 is the "without L_sim" ablation
+    eps: float = bounded(1e-5, gt=0)
     # "sum" over the d dimensions is SPEC §3; "mean" divides L_sim by d, which keeps it on the
     # scale of the cross-entropy terms (with "sum" it is ~20-100x larger early in training).
-    sim_reduction: str = "sum"
-    label_smoothing: float = 0.0  # of the cross-entropy terms (0 is the paper's plain cross-entropy)
+    sim_reduction: Literal["sum", "mean"] = "sum"
+    label_smoothing: float = bounded(0.0, ge=0, le=1)  # of the cross-entropy terms (0: the paper's plain CE)
 
     def __post_init__(self) -> None:
-        if self.sim_reduction not in ("sum", "mean"):
-            raise ValueError(f"loss.sim_reduction must be 'sum' or 'mean', not {self.sim_reduction!r}")
+        validate(self)
 
 
 def _task_loss(logits: Tensor, target: Tensor, regression: bool, smoothing: float = 0.0) -> Tensor:

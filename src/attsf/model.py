@@ -13,13 +13,14 @@ text features ``(B, D_t)`` or ``(B, T_t, D_t)``. Streams inside the network are
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
 from torch import nn
 
 from attsf.efficientface import EfficientFace, PixelNorm
+from attsf.fields import bounded, validate
 
 Tensor = torch.Tensor
 
@@ -313,36 +314,37 @@ Fusions = Literal["sum", "l2", "gate"]
 class ATTSFConfig:
     """Every architectural choice of ATTSF-Net; defaults are the paper's RAVDESS setting."""
 
-    n_classes: int = 8  # 1 with task="regression"
+    n_classes: int = bounded(8, ge=1)  # 1 with task="regression"
     task: Literal["classification", "regression"] = "classification"
     modalities: Literal["av", "a", "v"] = "av"  # "a"/"v": the unimodal rows of Table IV
-    d_model: int = 128
-    n_heads: int = 8
-    max_len: int = 128  # positional embedding length ("sequence length" of Table II)
-    dropout: float = 0.4  # between layers, in FFNs and on each sub-layer's residual input
-    attn_dropout: float = 0.0  # on attention weights (the paper names none)
-    n_mfcc: int = 12
-    audio_channels: tuple[int, ...] = (64, 128, 256, 128)
+    d_model: int = bounded(128, ge=1)
+    n_heads: int = bounded(8, ge=1)
+    max_len: int = bounded(128, ge=1)  # positional embedding length ("sequence length" of Table II)
+    dropout: float = bounded(0.4, ge=0, le=1)  # between layers, in FFNs and on each sub-layer's residual input
+    attn_dropout: float = bounded(0.0, ge=0, le=1)  # on attention weights (the paper names none)
+    n_mfcc: int = bounded(12, ge=1)
+    audio_channels: tuple[int, ...] = bounded((64, 128, 256, 128), ge=1)
     audio_input_norm: bool = True
     visual_mode: Literal["efficientface", "features"] = "efficientface"
-    visual_dim: int = 1024  # width of precomputed features (mode "features")
-    visual_channels: tuple[int, ...] = (64, 64, 128, 128)
+    visual_dim: int = bounded(1024, ge=1)  # width of precomputed features (mode "features")
+    visual_channels: tuple[int, ...] = bounded((64, 64, 128, 128), ge=1)
     temporal: Literal["lstm", "linear"] = "lstm"
-    n_cmb: int = 6
-    n_sab: int = 6
-    n_avam: int = 2
-    ffn_cmb: int = 256
-    ffn_sab: int = 256
-    ffn_avam: int = 256
+    n_cmb: int = bounded(6, ge=1)
+    n_sab: int = bounded(6, ge=1)
+    n_avam: int = bounded(2, ge=0)
+    ffn_cmb: int = bounded(256, ge=1)
+    ffn_sab: int = bounded(256, ge=1)
+    ffn_avam: int = bounded(256, ge=1)
     auxiliary: Literal["avam", "pool"] = "avam"
     fusion: Fusions = "sum"
     cross_block: Literal["cmb", "seb"] = "cmb"  # "seb": ATTANET's block in place of the CMB (Table VIII)
     use_sab: bool = True
     use_audio_aux: bool = True
     use_visual_aux: bool = True
-    text_dim: int = 0  # > 0 joins text features at the head (IEMOCAP / MOSI A+V+T)
+    text_dim: int = bounded(0, ge=0)  # > 0 joins text features at the head (IEMOCAP / MOSI A+V+T)
 
     def __post_init__(self) -> None:
+        validate(self)  # every choice field and range, also when built from Python
         if self.audio_channels[-1] != self.d_model or self.visual_channels[-1] != self.d_model:
             raise ValueError("the last audio_channels and visual_channels entries must equal d_model")
         if self.d_model % self.n_heads:
@@ -352,14 +354,6 @@ class ATTSFConfig:
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ATTSFConfig:
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown model key(s): {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 # --------------------------------------------------------------------------- networks

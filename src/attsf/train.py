@@ -134,6 +134,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
             raise AttsfError(f"{run_dir}: nothing to resume ({CONFIG_FILE} missing)")
         if (run_dir / METRICS).is_file():
             return read_json(run_dir / METRICS)
+        if not last.is_file() and ((run_dir / BEST).is_file() or _read_csv(run_dir / "metrics.csv")):
+            raise AttsfError(f"{last}: missing, so this run cannot resume where it stopped (restarting would "
+                             "overwrite its best weights); train into another --out")
     elif trainer_rank_zero() and run_dir.exists() and any(run_dir.iterdir()):
         raise AttsfError(f"{run_dir}: directory is not empty; use --resume to continue it or choose another --out")
     if cfg.train.threads > 0:
@@ -143,13 +146,14 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     dm = ClipDataModule(cfg)
     cfg = _check_against_cache(cfg, dm)
     dm.cfg = cfg
+    dm.check_clips()  # every clip file reads back, before anything is written
+    module = ATTSFModule(cfg, dm.labels, dict(dm.cache.settings, normalization=dm.normalization()))
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and trainer_rank_zero():
         save_config(cfg, run_dir / CONFIG_FILE)
     handler = _file_logging(run_dir) if trainer_rank_zero() else logging.NullHandler()
     if trainer_rank_zero():
         _keep_history(run_dir)
-    module = ATTSFModule(cfg, dm.labels, dict(dm.cache.settings, normalization=dm.normalization()))
     monitor, mode = ("val_mae", "min") if cfg.model.task == "regression" else ("val_acc", "max")
     best_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
                               save_top_k=1, save_weights_only=True, enable_version_counter=False)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
 from attsf.errors import AttsfError
@@ -107,8 +107,37 @@ class ClipCache:
             with safe_open(path, framework="pt") as fh:
                 names = fh.keys() if keys is None else [k for k in keys if k in fh.keys()]
                 return {k: fh.get_tensor(k) for k in names}
-        except (OSError, ValueError) as exc:
-            raise AttsfError(f"{path}: cannot read cached clip ({exc})") from None
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise AttsfError(f"{path}: cannot read cached clip ({_reason(exc)})") from None
+
+    def unreadable(self, records: Iterable[ClipRecord], full: bool = False) -> list[tuple[Path, str]]:
+        """``(path, reason)`` of each clip file that is missing or does not read back: its
+        header and the extent of its data (fast), or with ``full`` every tensor, which must
+        also hold only finite values."""
+        bad = []
+        for record in records:
+            path = clip_path(self.root, record.id)
+            try:
+                if not full:
+                    with safe_open(path, framework="pt") as fh:
+                        fh.keys()
+                    continue
+                for name, x in self.load(record).items():
+                    if x.is_floating_point() and not torch.isfinite(x).all():
+                        bad.append((path, f"'{name}' holds NaN or infinite values"))
+                        break
+            except (OSError, ValueError, SafetensorError) as exc:
+                bad.append((path, _reason(exc)))
+            except AttsfError as exc:
+                bad.append((path, str(exc).split(": ", 1)[-1]))
+        return bad
 
     def label_index(self, record: ClipRecord) -> int:
         return self.labels.index(record.label)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "file missing"
+    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    return "truncated or not a safetensors file" if "deserializing header" in text else text

@@ -173,6 +173,16 @@ class ClipDataModule(L.LightningDataModule):
                 self._speaker_stats = stats
         return self._speaker_stats
 
+    def check_clips(self) -> None:
+        """A one-line error naming the first clip file of the splits that does not read back."""
+        records = [r for split in SPLITS for r in self.splits[split]]
+        bad = self.cache.unreadable(records)
+        if bad:
+            path, reason = bad[0]
+            more = f" (and {len(bad) - 1} more unreadable clip files)" if len(bad) > 1 else ""
+            raise AttsfError(f"{path}: {reason}{more}; list them with `attsf inspect {self.cache.root} --verify` "
+                             "and preprocess again (finished clips are kept)")
+
     def normalization(self) -> dict:
         """What a checkpoint needs to normalise a clip of an unknown speaker alike."""
         if self.speaker_stats is None:

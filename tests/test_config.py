@@ -1,0 +1,81 @@
+"""Every config key's valid values: ranges of numeric keys and choices of string keys,
+rejected with one-line errors from config files and from Python alike."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Literal
+
+import pytest
+
+from attsf.config import Config, load_config
+from attsf.errors import AttsfError
+from attsf.model import ATTSFConfig, attsf_net
+
+
+def _leaves() -> list[tuple[str, dataclasses.Field, typing.Any]]:
+    out = []
+    for section in dataclasses.fields(Config):
+        if not dataclasses.is_dataclass(section.default_factory if section.default_factory is not dataclasses.MISSING
+                                        else None):
+            continue
+        cls = section.default_factory
+        hints = typing.get_type_hints(cls)
+        out += [(f"{section.name}.{f.name}", f, hints[f.name]) for f in dataclasses.fields(cls)]
+    return out
+
+
+def _out_of_range(f: dataclasses.Field, tp: typing.Any) -> list:
+    meta = f.metadata
+    bad = []
+    if meta.get("ge") is not None:
+        bad.append(meta["ge"] - 1)
+    if meta.get("gt") is not None:
+        bad.append(meta["gt"])
+    if meta.get("le") is not None:
+        bad.append(meta["le"] + 1)
+    if typing.get_origin(tp) is tuple:
+        bad = [[v] for v in bad]
+    return bad
+
+
+NUMERIC = [(k, f, tp) for k, f, tp in _leaves()
+           if tp in (int, float) or (typing.get_origin(tp) is tuple and typing.get_args(tp)[0] in (int, float))]
+CHOICES = [(k, f, tp) for k, f, tp in _leaves() if typing.get_origin(tp) is Literal]
+
+
+def test_every_numeric_key_declares_a_range():
+    assert len(NUMERIC) > 40
+    assert [k for k, f, _ in NUMERIC if not f.metadata] == []
+
+
+@pytest.mark.parametrize("key,f,tp", NUMERIC, ids=[k for k, _, _ in NUMERIC])
+def test_numeric_key_out_of_range_is_a_one_line_error(key, f, tp):
+    for value in _out_of_range(f, tp):
+        with pytest.raises(AttsfError, match=rf"config key '{key}': .* is out of range \(must be "):
+            load_config(None, [f"{key}={value}"])
+    load_config(None, [f"{key}={list(f.default) if isinstance(f.default, tuple) else f.default}"])  # the default is valid
+
+
+@pytest.mark.parametrize("key,f,tp", CHOICES, ids=[k for k, _, _ in CHOICES])
+def test_choice_key_rejects_an_unknown_value(key, f, tp):
+    with pytest.raises(AttsfError, match=rf"config key '{key}': 'bogus' is not one of "):
+        load_config(None, [f"{key}=bogus"])
+
+
+@pytest.mark.parametrize("field", ["fusion", "temporal", "auxiliary", "cross_block", "visual_mode", "modalities", "task"])
+def test_python_construction_rejects_unknown_variants(field):
+    with pytest.raises(ValueError, match=rf"ATTSFConfig.{field}: 'concat' is not one of "):
+        ATTSFConfig(**{field: "concat"})
+    with pytest.raises(ValueError, match="ATTSFConfig.fusion: 'concat' is not one of sum | l2 | gate"):
+        attsf_net(fusion="concat")
+
+
+def test_exponent_without_a_dot_is_a_float(tmp_path):
+    """YAML 1.1 reads 1e-5 as a string; a float key takes it as the number."""
+    (tmp_path / "c.yaml").write_text("train:\n  lr: 1e-4\n")
+    cfg = load_config(tmp_path / "c.yaml", ["train.weight_decay=1e-5"])
+    assert cfg.train.lr == 1e-4 and cfg.train.weight_decay == 1e-5
+    with pytest.raises(AttsfError, match="config key 'train.lr': expected float, got 'fast'"):
+        load_config(None, ["train.lr=fast"])
