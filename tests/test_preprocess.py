@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +17,7 @@ import soundfile as sf
 
 from attsf.data.cache import ClipCache, clip_path
 from tests import layouts
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 
 def _failures(cache) -> dict[str, str]:
@@ -28,7 +34,8 @@ def ravdess_root(tmp_path_factory):
 def test_ravdess_video(ravdess_root, tmp_path):
     root, expected = ravdess_root
     cache = tmp_path / "cache"
-    out = run_cli("preprocess", "ravdess", "--root", str(root), "--out", str(cache), "--workers", "2", "--quiet").stdout
+    out = run_cli("preprocess", "ravdess", "--root", str(root), "--out", str(cache), "--workers", "2", "--quiet",
+                  "--allow-failures").stdout
     assert "clips written 3, already cached 0, failed 4" in out
     c = ClipCache(cache)
     assert {r.id: (r.label, r.speaker) for r in c.records} == expected
@@ -49,8 +56,9 @@ def test_ravdess_video(ravdess_root, tmp_path):
     first.write_bytes(first.read_bytes()[:100])
     second.unlink()
     (cache / "clips" / f".{second.name}.abc.tmp").write_bytes(b"partial")
-    out = run_cli("preprocess", "ravdess", "--root", str(root), "--out", str(cache), "--quiet").stdout
-    assert "clips written 2, already cached 1" in out
+    proc = run_cli("preprocess", "ravdess", "--root", str(root), "--out", str(cache), "--quiet", check=False)
+    assert "clips written 2, already cached 1" in proc.stdout
+    assert proc.returncode == 1 and "4 clip(s) failed (listed above)" in proc.stderr and "Traceback" not in proc.stderr
     assert len(ClipCache(cache).records) == 3 and not list((cache / "clips").glob(".*.tmp"))
 
 
@@ -136,8 +144,11 @@ def test_manifest_audio_and_features(tmp_path):
     (tmp_path / "feats.csv").write_text(
         "path,label,split,features\na0.wav,calm,train,f0.npy\na1.wav,tense,test,f1.csv\na2.wav,calm,val,missing.npy\n")
     cache = tmp_path / "cache_feats"
-    out = run_cli("preprocess", "manifest", "--root", str(tmp_path / "feats.csv"), "--out", str(cache), "--quiet").stdout
+    proc = run_cli("preprocess", "manifest", "--root", str(tmp_path / "feats.csv"), "--out", str(cache), "--quiet",
+                   check=False)
+    out = proc.stdout
     assert "clips written 2" in out and "failed 1" in out and "missing.npy: feature file not found" in out
+    assert proc.returncode == 1
     c = ClipCache(cache)
     shapes = {r.id: tuple(c.load(r)["visual"].shape) for r in c.records}
     assert shapes == {"a0": (15, 7), "a1": (15, 6)} and c.settings["visual"] == {"kind": "features", "dim": 7}
@@ -178,3 +189,49 @@ def test_mosi_pickle_trains_a_regression_run(tmp_path):
             "train.progress=false", "train.threads=1", "--out", str(run))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["n"] == 8 and 0 < metrics["test"]["mae"] < 10
+
+
+def test_workers_exit_when_preprocess_is_killed(ravdess_root, tmp_path):
+    """kill -9 of the main process: its worker processes exit within seconds."""
+    root, _ = ravdess_root
+    proc = subprocess.Popen([sys.executable, "-m", "attsf", "preprocess", "ravdess", "--root", str(root), "--out",
+                             str(tmp_path / "cache"), "--workers", "2", "--quiet"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    deadline = time.time() + 60
+    while time.time() < deadline and len(workers) < 2 and proc.poll() is None:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        workers = [int(p) for p in children.read_text().split()] if children.exists() else []
+        time.sleep(0.1)
+    assert len(workers) >= 2, "no worker processes seen"
+    time.sleep(1)  # inside their first clip
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers), "workers outlived the killed command"
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ")[-1][0] != "Z"
+
+
+def test_concurrent_shards_keep_each_others_temp_files(ravdess_root, tmp_path):
+    """A shard starting up removes only temp files of dead writers, never a running shard's."""
+    clips = tmp_path / "cache" / "clips"
+    clips.mkdir(parents=True)
+    live = clips / f".x.safetensors.{os.getpid()}.abc123.tmp"  # a writer that is running (this test)
+    dead = clips / ".y.safetensors.999999999.abc123.tmp"
+    for f in (live, dead):
+        f.write_bytes(b"partial")
+    root, _ = ravdess_root
+    procs = [subprocess.Popen([sys.executable, "-m", "attsf", "preprocess", "ravdess", "--root", str(root), "--out",
+                               str(tmp_path / "cache"), "--audio-only", "--shard", shard, "--quiet"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for shard in ("0/2", "1/2")]
+    for p in procs:
+        p.wait(timeout=120)
+    assert live.exists() and not dead.exists()
+    c = ClipCache(tmp_path / "cache")
+    assert len(c.records) == 2 and c.unreadable(c.records, full=True) == []

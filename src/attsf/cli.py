@@ -150,7 +150,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(summary_text(_config(args).model))
 
 
-def cmd_preprocess(args: argparse.Namespace) -> None:
+def cmd_preprocess(args: argparse.Namespace) -> int:
     from attsf.data.build import BuildOptions, build_cache
 
     opts = BuildOptions(workers=args.workers, shard=_parse_shard(args.shard), pad=args.pad,
@@ -160,6 +160,11 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     labels = args.labels.split(",") if args.labels else None
     summary = build_cache(args.dataset, args.root, args.out, opts, labels)
     print("\n".join(summary.lines()))
+    if summary.failures and not args.allow_failures:
+        print(f"attsf: error: {len(summary.failures)} clip(s) failed (listed above); the others are cached. "
+              "--allow-failures exits 0 all the same", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_convert_weights(args: argparse.Namespace) -> None:
@@ -338,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--audio-only", action="store_true", help="no visual input (RAVDESS: use the 03-* files)")
     pp.add_argument("--au-csv", help="RAVDESS: OpenFace AU table joined by clip id as the visual input")
     pp.add_argument("--labels", help="manifest: label names in class order (default: order of appearance)")
+    pp.add_argument("--allow-failures", action="store_true", help="exit 0 even when some clips failed (they are "
+                    "listed either way)")
     pp.add_argument("--allow-no-face", action="store_true", help="centre crops for clips where no face is found")
     pp.add_argument("--detect-height", type=int, default=288, help="frame height MTCNN runs at")
     pp.add_argument("--min-face", type=int, default=40,

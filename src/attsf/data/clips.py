@@ -5,7 +5,12 @@ worker process (:class:`ClipJob`). Dataset readers only produce sources.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -114,11 +119,25 @@ def _text_encoder(spec: str):
     return text_encoder(spec)
 
 
-def limit_threads() -> None:
-    """Worker processes share the cores: one intra-op thread each."""
+def worker_init(parent: int) -> None:
+    """Set-up of a preprocessing worker: one intra-op thread (workers share the cores), and
+    an exit as soon as the parent process ``parent`` is gone (kill -9 included), so that no
+    worker outlives the command."""
     import torch
 
     torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills us when the parent dies
+    else:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
 
 
 # ----------------------------------------------------------------- the job

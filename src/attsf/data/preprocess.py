@@ -4,6 +4,7 @@ reason, and rebuilding the index at the end."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from tqdm import tqdm
 
 from attsf.data.cache import ClipRecord, clip_path, is_complete, write_clip, write_index
 from attsf.errors import AttsfError
-from attsf.io import write_json
+from attsf.io import stale_temp_files, write_json
 
 
 class Job(Protocol):
@@ -60,7 +61,7 @@ def run_jobs(jobs: Sequence[Job], cache_dir: str | Path, *, dataset: str, labels
              progress: bool = True, on_done: Callable[[str], None] | None = None) -> Summary:
     cache_dir = Path(cache_dir)
     (cache_dir / "clips").mkdir(parents=True, exist_ok=True)
-    for stale in (cache_dir / "clips").glob(".*.tmp"):  # left by a killed run
+    for stale in stale_temp_files(cache_dir / "clips"):  # left by a killed run, never a live shard's
         stale.unlink(missing_ok=True)
     index, count = shard
     mine = [job for i, job in enumerate(jobs) if i % count == index]
@@ -90,9 +91,9 @@ def run_jobs(jobs: Sequence[Job], cache_dir: str | Path, *, dataset: str, labels
             except Exception as exc:  # noqa: BLE001 - any failure of one clip is reported, the run goes on
                 finish(job, None, exc)
     else:
-        from attsf.data.clips import limit_threads
+        from attsf.data.clips import worker_init
 
-        with ProcessPoolExecutor(workers, initializer=limit_threads) as pool:
+        with ProcessPoolExecutor(workers, initializer=worker_init, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_run_one, job, cache_dir): job for job in todo}
             for future in as_completed(futures):
                 exc = future.exception()
