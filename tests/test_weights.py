@@ -3,6 +3,8 @@ preprocessing into per-frame EfficientFace features with the converted weights."
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -61,6 +63,20 @@ def test_convert_refuses_bad_checkpoints(tmp_path):
     proc = run_cli("convert-weights", str(code), str(tmp_path / "o.safetensors"), check=False)
     assert proc.returncode == 2 and "weights_only=True" in proc.stderr
     assert not (tmp_path / "o.safetensors").exists()
+
+    class Payload:  # what a malicious checkpoint carries: a call run on unpickling
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    evil = tmp_path / "evil.pth.tar"
+    torch.save({"state_dict": {}, "x": Payload()}, evil)
+    proc = run_cli("convert-weights", str(evil), str(tmp_path / "o.safetensors"), check=False)
+    line = proc.stderr.strip()
+    assert proc.returncode == 2 and "pwned" not in proc.stdout and len(line.splitlines()) == 1
+    assert "loading it would call posix.system (forbidden global)" in line and line.endswith("weights_only=True)")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all\n")
+    proc = run_cli("convert-weights", str(tmp_path / "junk.pth"), str(tmp_path / "o.safetensors"), check=False)
+    assert proc.returncode == 2 and "junk.pth: not a PyTorch checkpoint (" in proc.stderr
 
 
 def test_preprocess_efficientface_features(converted, tmp_path):

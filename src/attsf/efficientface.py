@@ -13,6 +13,7 @@ not part of this encoder: it returns the 1024-d pooled feature of each frame.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -201,8 +202,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> dict:
     try:
         ckpt = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reason a file is refused is reported in one line
-        raise AttsfError(f"{src}: not a checkpoint that loads with weights_only=True "
-                         f"({str(exc).splitlines()[0][:160]})") from None
+        raise AttsfError(f"{src}: {_load_refusal(exc)}") from None
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise AttsfError(f"{src}: no state_dict of tensors in this checkpoint")
@@ -214,6 +214,18 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> dict:
     atomic_write_bytes(dst, st_save(weights, metadata=meta))
     return {"tensors": len(weights), "dropped": dropped,
             "parameters": sum(v.numel() for k, v in weights.items() if "running" not in k and "num_batches" not in k)}
+
+
+def _load_refusal(exc: Exception) -> str:
+    """One whole sentence on why ``torch.load(weights_only=True)`` refused a file."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"refused: loading it would call {found.group(1)} (forbidden global); only tensors and plain "
+                "containers are read (torch.load with weights_only=True)")
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(boilerplate)]
+    return f"not a PyTorch checkpoint ({lines[-1] if lines else exc.__class__.__name__})"
 
 
 def _strict_load(model: nn.Module, weights: dict[str, torch.Tensor], src: Path) -> None:
