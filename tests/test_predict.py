@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 import soundfile as sf
 
 from attsf.data.synthetic import speech_like, talking_clip
+from attsf.errors import AttsfError
 from tests import layouts
 from tests.conftest import run_cli
 
@@ -34,6 +36,9 @@ def clips(tmp_path_factory) -> dict[str, Path]:
            "broken": root / "broken.mp4"}
     talking_clip(out["video"], label="happy", seconds=4.0)
     layouts.small_clip(out["small"], "sad", seed=2)
+    out["noface"] = root.parent / f"{root.name}-noface" / "nobody.mp4"  # outside the folder the CLI test lists
+    out["noface"].parent.mkdir()
+    layouts.small_clip(out["noface"], "sad", seed=8, face=False)
     sf.write(out["audio"], speech_like("angry", 1, np.random.default_rng(0), 3.0), 16000)
     data = out["small"].read_bytes()
     out["broken"].write_bytes(data[: len(data) // 3])
@@ -93,6 +98,18 @@ def test_predict_cli(demo_dir, clips):
     table = list(csv.DictReader(io.StringIO(folder.stdout)))
     assert {Path(r["path"]).name for r in table} == {"talk.mp4", "small.mp4", "voice.wav", "broken.mp4"}
     assert next(r for r in table if r["path"].endswith("broken.mp4"))["error"]
+    assert json.loads(out)[0]["face_detected"] == [True] * 15
+
+
+def test_no_face_and_all_failed(recognizer, demo_dir, clips):
+    """A video with no face in any frame is refused with the same reason by the Python API,
+    the CLI (exit 1, no empty table) and the server (422)."""
+    with pytest.raises(AttsfError, match="no face detected in any of the 15 sampled frames"):
+        recognizer.predict(clips["noface"])
+    proc = run_cli("predict", str(clips["noface"]), str(clips["broken"]), "--run", str(demo_dir / "run"), check=False)
+    assert proc.returncode == 1 and proc.stdout.strip() == ""
+    assert "nobody.mp4: no face detected in any of the 15 sampled frames" in proc.stderr
+    assert "none of the 2 clip(s) could be recognised" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_api_rejects_bad_uploads(recognizer, clips, tmp_path):
@@ -116,6 +133,7 @@ def test_api_rejects_bad_uploads(recognizer, clips, tmp_path):
         ("broken.mp4", clips["broken"].read_bytes(), 415),
         ("long.mp4", clips["video"].read_bytes(), 413),  # 4 s > 3 s limit
         ("photo.mp4", _png(), 415),  # a real image, named like a video
+        ("nobody.mp4", clips["noface"].read_bytes(), 422),
     ]
     for name, data, status in cases:
         resp = post(name, data)
@@ -125,6 +143,88 @@ def test_api_rejects_bad_uploads(recognizer, clips, tmp_path):
         codes = list(pool.map(lambda _: post("c.mp4", clips["small"].read_bytes()).status_code, range(6)))
     assert set(codes) <= {200, 503} and 200 in codes
     assert client.get("/health").status_code == 200  # still serving
+
+
+def _start_server(run: Path, port: int, *args: str, env: dict | None = None) -> subprocess.Popen:
+    import httpx
+
+    server = subprocess.Popen([sys.executable, "-m", "attsf", "serve", "--run", str(run), "--port", str(port), *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for _ in range(240):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.5)
+    server.kill()
+    raise AssertionError(f"server did not start: {server.stderr.read()}")
+
+
+def _status(sock: socket.socket, timeout: float = 10) -> int:
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n" not in data:
+        part = sock.recv(4096)
+        if not part:
+            break
+        data += part
+    return int(data.split(b" ", 2)[1])
+
+
+def _head(length: str | None) -> bytes:
+    size = f"Content-Length: {length}" if length else "Transfer-Encoding: chunked"
+    return (f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=BB\r\n{size}\r\n\r\n"
+            ).encode()
+
+
+def test_server_bounds_uploads_before_reading_them(demo_dir, tmp_path):
+    """Oversize uploads are refused at their declared size or after limit + one chunk, and a
+    busy server answers 503 before reading a body; measured in the server's temp folder."""
+    import threading
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    port = _free_port()
+    server = _start_server(demo_dir / "run", port, "--max-mb", "1", "--max-pending", "1",
+                           env=dict(os.environ, TMPDIR=str(tmp)))
+    peak, stop = [0], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()))
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as s:  # a declared 20 MB: refused from the headers
+            s.sendall(_head("20000000"))
+            assert _status(s) == 413
+        part = b"--BB\r\nContent-Disposition: form-data; name=file; filename=a.mp4\r\n\r\n"
+        sent = 0
+        with socket.create_connection(("127.0.0.1", port)) as s:  # 20 MB streamed without a declared size
+            s.sendall(_head(None) + f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            chunk = os.urandom(64 * 1024)
+            try:
+                while sent < 20 * 2**20 and not select.select([s], [], [], 0)[0]:  # until the server answers
+                    s.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            assert _status(s) == 413
+        assert sent < 8 * 2**20, sent  # answered after about the limit, not after the whole body
+        with socket.create_connection(("127.0.0.1", port)) as slow:  # one upload in flight...
+            slow.sendall(_head("600000") + part + b"x" * 1000)
+            time.sleep(1.0)
+            with socket.create_connection(("127.0.0.1", port)) as s:  # ...so the next is turned away unread
+                s.sendall(_head("600000"))
+                assert _status(s, timeout=5) == 503
+    finally:
+        stop.set()
+        watcher.join()
+        server.terminate()
+        server.wait(timeout=10)
+    assert peak[0] <= 2**20 + 256 * 1024, f"{peak[0]} bytes reached the temp folder"
 
 
 def _png() -> bytes:

@@ -223,7 +223,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             w.writerow([r.path, r.label, *[f"{r.probabilities.get(k, 0):.4f}" for k in rec.labels], r.fallback_frames,
                         f"{r.timings.get('total', 0):.3f}", r.error or ""])
         print(buf.getvalue(), end="")
-    else:
+    elif any(not r.error for r in results):
         from rich.console import Console
         from rich.table import Table
 
@@ -238,6 +238,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed = [r for r in results if r.error]
     for r in failed:
         print(f"attsf: error: {r.error}", file=sys.stderr)
+    if failed and len(failed) == len(results):
+        print(f"attsf: error: none of the {len(results)} clip(s) could be recognised (reasons above)", file=sys.stderr)
     return 1 if failed else 0
 
 

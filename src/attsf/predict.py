@@ -42,6 +42,7 @@ class Prediction:
     visual_probabilities: dict[str, float] | None = None  # visual AVAM head
     modalities: list[str] = field(default_factory=list)
     face_boxes: list[list[float]] = field(default_factory=list)  # per frame, x0 y0 x1 y1 full-frame pixels
+    face_detected: list[bool] = field(default_factory=list)  # per frame: MTCNN found the face (else a fallback box)
     fallback_frames: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     error: str | None = None
@@ -129,7 +130,10 @@ class EmotionRecognizer:
         if info.has_video and wants_video:
             crops = face_crops(path, self.prep, self.cropper, timings=result.timings)
             result.faces, result.fallback_frames = crops.frames, crops.fallback_frames
-            result.face_boxes = crops.rounded_boxes()
+            result.face_boxes, result.face_detected = crops.rounded_boxes(), list(crops.detected)
+            if not any(crops.detected):
+                raise AttsfError(f"{path}: no face detected in any of the {len(crops.detected)} sampled frames; "
+                                 "this model needs a visible face (an audio file is answered from its audio)")
             if self.encoder is not None:
                 arrays["visual"] = torch.from_numpy(self.encoder(crops.frames))
             else:

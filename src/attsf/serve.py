@@ -1,10 +1,12 @@
 """``attsf serve``: a web page and a JSON API (FastAPI) around :class:`EmotionRecognizer`.
 
-Uploads are streamed to a per-request temporary directory (removed afterwards) with a
-size limit, recognised by probing their content with PyAV (never by the file name),
-checked for duration, and answered with a 4xx and a one-line reason when unusable.
-Predictions run in a worker thread, one at a time; at most ``max_pending`` requests wait,
-others get 503 at once, so the server keeps answering /health under load.
+Uploads are streamed to a per-request temporary directory (removed afterwards). An upload
+over the size limit is refused as soon as its declared or streamed size passes it, and a
+busy server (``max_pending`` uploads in flight) answers 503 before reading a body
+(``UploadGuard``). Uploads are recognised by probing their content with PyAV (never by the
+file name), checked for duration, and answered with a 4xx and a one-line reason when
+unusable. Predictions run in a worker thread, one at a time, so the server keeps answering
+/health under load.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -46,10 +49,60 @@ def _jpeg_b64(frame) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+class TooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"file larger than {limit / 2**20:g} MB")
+
+
+class UploadGuard:
+    """ASGI middleware in front of ``POST /predict``: answers 503 "busy" before reading any
+    body when ``max_pending`` uploads are in flight, and 413 as soon as the declared size
+    (Content-Length) or the bytes streamed so far pass the limit (plus room for the
+    multipart framing), so no more than the limit and one chunk ever reach memory or disk."""
+
+    FRAMING = 64 * 1024  # multipart boundaries and part headers around the file
+
+    def __init__(self, app, limits: ServeLimits) -> None:
+        self.app, self.limits, self.in_flight = app, limits, 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/predict":
+            return await self.app(scope, receive, send)
+        cap = self.limits.max_bytes + self.FRAMING
+        declared = dict(scope["headers"]).get(b"content-length")
+        if self.in_flight >= self.limits.max_pending:
+            return await _reply(send, 503, "busy: too many requests in flight, try again shortly")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            return await _reply(send, 413, TooLarge(self.limits.max_bytes).detail)
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > cap:
+                raise TooLarge(self.limits.max_bytes)  # FastAPI passes HTTPExceptions on as they are
+            return message
+
+        self.in_flight += 1
+        try:
+            await self.app(scope, counted, send)
+        finally:
+            self.in_flight -= 1
+
+
+async def _reply(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits()) -> FastAPI:
     app = FastAPI(title="attsf", version="1", description="ATTSF-Net audio-visual emotion recognition")
+    app.add_middleware(UploadGuard, limits=limits)
     lock = threading.Lock()  # one prediction at a time: the model and MTCNN are not shared across threads
-    pending = asyncio.Semaphore(limits.max_pending)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -62,21 +115,18 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
 
     @app.post("/predict")
     async def predict(file: Annotated[UploadFile, File()], faces: bool = False) -> dict:
-        if pending.locked():
-            raise HTTPException(503, "busy: too many requests in flight, try again shortly")
-        async with pending:
-            with tempfile.TemporaryDirectory(prefix="attsf-upload-") as tmp:
-                path = Path(tmp) / "upload"
-                size = 0
-                with path.open("wb") as fh:
-                    while chunk := await file.read(CHUNK):
-                        size += len(chunk)
-                        if size > limits.max_bytes:
-                            raise HTTPException(413, f"file larger than {limits.max_bytes // 2**20} MB")
-                        fh.write(chunk)
-                if size == 0:
-                    raise HTTPException(400, "empty upload")
-                result = await asyncio.to_thread(_checked_predict, recognizer, path, limits, lock)
+        with tempfile.TemporaryDirectory(prefix="attsf-upload-") as tmp:
+            path = Path(tmp) / "upload"
+            size = 0
+            with path.open("wb") as fh:
+                while chunk := await file.read(CHUNK):
+                    size += len(chunk)
+                    if size > limits.max_bytes:
+                        raise TooLarge(limits.max_bytes)
+                    fh.write(chunk)
+            if size == 0:
+                raise HTTPException(400, "empty upload")
+            result = await asyncio.to_thread(_checked_predict, recognizer, path, limits, lock)
         body = result.to_dict()
         body["path"] = file.filename or "upload"
         if faces and result.faces is not None:
