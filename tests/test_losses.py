@@ -47,3 +47,18 @@ def test_sim_mean_reduction_divides_by_dimensions():
         assert "sim_reduction" in str(exc)
     else:
         raise AssertionError("an unknown reduction was accepted")
+
+
+def test_sim_loss_is_skipped_for_batches_too_small_to_fit_a_gaussian():
+    """The paper-size network's outputs: B = 1 (a last validation batch) gave L_sim ~1e7 before."""
+    from attsf.model import attsf_net
+
+    net = attsf_net(visual_mode="features", visual_dim=35).eval()
+    g = torch.Generator().manual_seed(3)
+    for b in (1, 2, 3, 4, 8):
+        with torch.no_grad():
+            out = net(audio=torch.randn(b, 12, 121, generator=g), visual=torch.randn(b, 1, 35, generator=g))
+        terms = total_loss(out, torch.arange(b) % 8, LossConfig(sim_reduction="mean"))
+        assert torch.isfinite(terms["loss"]) and ("loss_sim" in terms) == (b >= 4)
+        if b < 4:  # the cross-entropy terms alone
+            assert terms["loss"] < 3 * 10, terms

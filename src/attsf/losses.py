@@ -44,6 +44,10 @@ class LossConfig:
     # scale of the cross-entropy terms (with "sum" it is ~20-100x larger early in training).
     sim_reduction: Literal["sum", "mean"] = "sum"
     label_smoothing: float = bounded(0.0, ge=0, le=1)  # of the cross-entropy terms (0: the paper's plain CE)
+    # L_sim fits a Gaussian per dimension over the batch; a batch smaller than this (the last
+    # validation batch, a DDP rank's remainder) adds no L_sim: at B = 1 the variance is 0 and
+    # the KL reaches ~1e7, at B = 2-3 it rests on one or two differences
+    sim_min_batch: int = bounded(4, ge=2)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -64,7 +68,7 @@ def total_loss(out: dict[str, Tensor], target: Tensor, cfg: LossConfig, regressi
         if f"logits_{key}" in out:
             terms[f"loss_{key}"] = _task_loss(out[f"logits_{key}"], target, regression, cfg.label_smoothing)
             total = total + weight * terms[f"loss_{key}"]
-    if "h_learn" in out and cfg.lambda_sim > 0:
+    if "h_learn" in out and cfg.lambda_sim > 0 and target.shape[0] >= cfg.sim_min_batch:
         terms["loss_sim"] = similarity_loss(out["h_learn"], out["h_a2v"], out["h_v2a"], cfg.eps, cfg.sim_reduction)
         total = total + cfg.lambda_sim * terms["loss_sim"]
     terms["loss"] = total
