@@ -3,7 +3,9 @@ preprocessing into per-frame EfficientFace features with the converted weights."
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,19 +16,28 @@ from attsf.model import ATTSFConfig, ATTSFNet
 from tests import layouts
 from tests.conftest import run_cli
 
+KEYS = json.loads((Path(__file__).parent / "fixtures" / "efficientface_affectnet7_keys.json").read_text())["keys"]
 
-def authors_checkpoint(path, seed: int = 0) -> dict:
-    """What the authors' training script saves: DataParallel names, a 7-way classifier,
-    epoch, best accuracy and optimiser state."""
-    torch.manual_seed(seed)
-    net = EfficientFace()
-    for p in net.parameters():
-        p.data.normal_(0, 0.05)
-    state = {f"module.{k}": v for k, v in net.state_dict().items()}
-    state["module.fc.weight"], state["module.fc.bias"] = torch.randn(7, 1024), torch.randn(7)
+
+def authors_checkpoint(path, seed: int = 0, drop: str | None = None) -> dict:
+    """A checkpoint in the authors' format, built from the key names and shapes of their
+    public model definition (tests/fixtures), not from our EfficientFace: DataParallel
+    names, a 7-way classifier, epoch, best accuracy and optimiser state. Returns the
+    encoder's tensors (no ``module.`` prefix, no ``fc``)."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in KEYS:
+        if name == drop:
+            continue
+        if name.endswith("num_batches_tracked"):
+            state[name] = torch.tensor(100, dtype=torch.long)
+        elif name.endswith("running_var"):
+            state[name] = torch.rand(shape, generator=g) + 0.5
+        else:
+            state[name] = torch.randn(shape, generator=g) * 0.05
     torch.save({"epoch": 12, "arch": "EfficientFace", "state_dict": state, "best_acc1": torch.tensor(59.3),
                 "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]}}, path)
-    return net.state_dict()
+    return {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("module.fc.")}
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +62,18 @@ def test_converted_weights_load_strictly(converted):
     assert torch.equal(net.visual.front.encoder.conv1[0].weight, reference["conv1.0.weight"])
 
 
+def test_authors_key_set_is_exactly_ours():
+    theirs = {k.removeprefix("module."): tuple(s) for k, s in KEYS if not k.startswith("module.fc.")}
+    ours = {k: tuple(v.shape) for k, v in EfficientFace().state_dict().items()}
+    assert ours == theirs and len(ours) == 416
+
+
 def test_convert_refuses_bad_checkpoints(tmp_path):
     wrong = tmp_path / "wrong.pth.tar"
-    state = {f"module.{k}": v for k, v in EfficientFace().state_dict().items() if not k.startswith("conv5")}
-    torch.save({"state_dict": state}, wrong)
+    authors_checkpoint(wrong, drop="module.modulator.spatial_att.gate_s.gate_s_conv_di_1.weight")
     proc = run_cli("convert-weights", str(wrong), str(tmp_path / "o.safetensors"), check=False)
-    assert proc.returncode == 2 and "missing (e.g. conv5" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "1 missing (e.g. modulator.spatial_att.gate_s.gate_s_conv_di_1.weight)" in proc.stderr
 
     code = tmp_path / "code.pth.tar"
     torch.save({"state_dict": {}, "hook": print}, code)  # a global that weights_only refuses
@@ -95,3 +112,35 @@ def test_preprocess_efficientface_features(converted, tmp_path):
     run_cli("preprocess", "ravdess", "--root", str(root), "--out", str(frames_cache), "--quiet")
     crops = ClipCache(frames_cache).load(c.records[0])["visual"].numpy()
     assert torch.allclose(torch.from_numpy(FaceEncoder(dst)(crops)), feats, atol=1e-4)
+
+
+def test_frames_path_end_to_end_with_the_pretrained_encoder(converted, demo_dir, tmp_path, caplog):
+    """Generated clips -> cache (the demo's) -> authors-format checkpoint converted -> 2 epochs
+    with model.visual_weights -> the front-end starts from the file -> evaluate -> predict."""
+    from attsf.config import load_config
+    from attsf.data.synthetic import talking_clip
+    from attsf.engine import ATTSFModule
+    from attsf.model import visual_encoder
+
+    dst, reference = converted
+    run = tmp_path / "run"
+    data = [f"data.cache={demo_dir / 'cache'}", f"data.folds={demo_dir / 'folds.json'}", "train.progress=false"]
+    proc = run_cli("train", "demo", *data, f"model.visual_weights={dst}", "train.max_epochs=2", "--out", str(run))
+    assert f"pretrained weights from {dst}" in proc.stderr and "random weights" not in proc.stderr
+    cfg = load_config(run / "config.yaml")
+    encoder = visual_encoder(ATTSFModule(cfg, ["a", "b", "c", "d"]).model)  # what training starts from
+    assert all(torch.equal(v, reference[k]) for k, v in encoder.state_dict().items())
+    assert "test: accuracy" in run_cli("evaluate", str(run)).stdout
+    clip = tmp_path / "clip.mp4"
+    talking_clip(clip, label="happy", seconds=3.0)
+    answer = json.loads(run_cli("predict", str(clip), "--run", str(run), "--json").stdout)[0]
+    assert answer["label"] in ("neutral", "happy", "sad", "angry") and answer["modalities"] == ["audio", "video"]
+
+    caplog.set_level("WARNING", logger="attsf")
+    ATTSFModule(load_config(run / "config.yaml", ["model.visual_weights="]), ["a", "b", "c", "d"])
+    warnings = [r.message for r in caplog.records if "EfficientFace starts from random weights" in r.message]
+    assert len(warnings) == 1
+    missing = run_cli("train", "demo", *data, "model.visual_weights=nowhere.safetensors", "--out", str(tmp_path / "r2"),
+                      check=False)
+    assert missing.returncode == 2 and "nowhere.safetensors: EfficientFace weights not found" in missing.stderr
+    assert not (tmp_path / "r2").exists()

@@ -3,6 +3,7 @@ Lightning, and the callback that makes a resumed run continue the same random st
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from pathlib import Path
@@ -16,9 +17,12 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from attsf.augment import augment_batch
 from attsf.config import Config, TrainConfig
+from attsf.efficientface import load_encoder_weights
 from attsf.io import load_state, save_state, write_json
 from attsf.losses import total_loss
-from attsf.model import build_model
+from attsf.model import build_model, visual_encoder
+
+log = logging.getLogger("attsf")
 
 
 def lr_factor(epoch: int, t: TrainConfig) -> float:
@@ -45,6 +49,7 @@ class ATTSFModule(L.LightningModule):
         self.preprocessing = preprocessing or {}  # the cache's settings, so raw clips can be prepared alike
         self.provenance = provenance or {}  # commit, cache fingerprint, seed, threads, versions (provenance.py)
         self.model = build_model(cfg.model)
+        _load_visual_weights(self.model, cfg)
         self.regression = cfg.model.task == "regression"
         self._val: list[torch.Tensor] = []
 
@@ -88,6 +93,20 @@ class ATTSFModule(L.LightningModule):
         checkpoint["attsf"] = {"config": self.cfg.to_dict(), "labels": self.labels, "metrics": metrics,
                                "preprocessing": self.preprocessing, "provenance": self.provenance,
                                "versions": self.provenance.get("versions", {})}
+
+
+def _load_visual_weights(model: torch.nn.Module, cfg: Config) -> None:
+    """The AffectNet-pretrained EfficientFace into the trainable front-end (strict), or one
+    warning that it starts from random weights."""
+    encoder = visual_encoder(model)
+    if encoder is None:
+        return
+    if cfg.model.visual_weights:
+        load_encoder_weights(encoder, cfg.model.visual_weights)
+        log.info("EfficientFace front-end: pretrained weights from %s", cfg.model.visual_weights)
+    else:
+        log.warning("model.visual_weights is not set: EfficientFace starts from random weights (the paper fine-tunes "
+                    "an AffectNet-pretrained EfficientFace; convert its checkpoint with `attsf convert-weights`)")
 
 
 class SafetensorsCheckpointIO(CheckpointIO):

@@ -326,6 +326,9 @@ class ATTSFConfig:
     audio_channels: tuple[int, ...] = bounded((64, 128, 256, 128), ge=1)
     audio_input_norm: bool = True
     visual_mode: Literal["efficientface", "features"] = "efficientface"
+    # safetensors of the AffectNet-pretrained EfficientFace (`attsf convert-weights`), loaded
+    # strictly into the trainable front-end before training; "" starts it from random weights
+    visual_weights: str = ""
     visual_dim: int = bounded(1024, ge=1)  # width of precomputed features (mode "features")
     visual_channels: tuple[int, ...] = bounded((64, 64, 128, 128), ge=1)
     temporal: Literal["lstm", "linear"] = "lstm"
@@ -472,6 +475,13 @@ class UnimodalNet(nn.Module):
 def build_model(cfg: ATTSFConfig) -> nn.Module:
     """The network a config describes: ATTSFNet for ``modalities="av"``, else UnimodalNet."""
     return ATTSFNet(cfg) if cfg.modalities == "av" else UnimodalNet(cfg)
+
+
+def visual_encoder(model: nn.Module) -> EfficientFace | None:
+    """The trainable EfficientFace of a fused or visual-only network (None without one)."""
+    stream = getattr(model, "visual", None) or getattr(model, "stream", None)
+    front = getattr(stream, "front", None)
+    return getattr(front, "encoder", None)
 
 
 def attsf_net(**overrides) -> ATTSFNet:
