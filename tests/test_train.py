@@ -157,3 +157,26 @@ def test_verify_reruns_a_recorded_fold_to_identical_metrics(tiny_overrides, tmp_
     tampered.write_text(json.dumps(doc))
     old = run_cli("verify", str(tampered), check=False)
     assert old.returncode == 2 and "records no provenance" in old.stderr
+
+
+def test_cv_and_experiment_under_torchrun(tiny_overrides, tmp_path):
+    """Two CPU processes (gloo): every rank trains every fold, rank 0 writes cv.json and the table."""
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    ddp = ["train.accelerator=cpu", "train.devices=2", "train.strategy=ddp", "train.max_epochs=2"]
+
+    def launch(*args: str, port: int) -> subprocess.CompletedProcess:
+        cmd = [torchrun, "--nproc_per_node=2", f"--master_port={port}", "-m", "attsf", *args]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, PYTHONWARNINGS="ignore"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    launch("cv", "configs/ravdess_au.yaml", *tiny_overrides, *ddp, "--out", str(tmp_path / "attsf_net"), port=29533)
+    summary = json.loads((tmp_path / "attsf_net" / "cv.json").read_text())
+    assert set(summary["folds"]) == {"0", "1"} and summary["provenance"]["devices"]
+    assert "2 device(s)" in (tmp_path / "attsf_net" / "fold1" / "train.log").read_text()
+    out = launch("experiment", "replacements", "configs/ravdess_au.yaml", *tiny_overrides, *ddp, "--folds", "0",
+                 "--out", str(tmp_path), port=29534).stdout
+    assert out.count("| ATTSF-Net |") == 1 and "LSTM -> Linear" in out
+    table = json.loads((tmp_path / "replacements.json").read_text())
+    assert set(table) == {"attsf_net", "avam_temporal_pooling", "lstm_linear", "cmb_similarity_aware_enhancement_block"}

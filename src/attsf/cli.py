@@ -132,8 +132,10 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     folds = _ints("--folds", args.folds) if args.folds else None
     fractions = _floats("--fractions", args.fractions) if args.fractions else None
     snrs = _floats("--snr", args.snr) if args.snr else None
-    print(run_experiment(args.name, path, args.overrides, out, folds, fractions, snrs), end="")
-    print(f"-> {out}/{args.name}.md")
+    table = run_experiment(args.name, path, args.overrides, out, folds, fractions, snrs)
+    if table:  # rank 0
+        print(table, end="")
+        print(f"-> {out}/{args.name}.md")
 
 
 def cmd_report(args: argparse.Namespace) -> None:

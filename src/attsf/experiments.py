@@ -65,7 +65,7 @@ def run_experiment(name: str, config: str | Path, overrides: list[str], out: str
                    folds: list[int] | None = None, fractions: tuple[float, ...] | None = None,
                    snrs: tuple[float, ...] | None = None) -> str:
     """Run (or reuse) every row over the folds; write and return the Markdown table."""
-    from attsf.train import cross_validate
+    from attsf.train import cross_validate, trainer_rank_zero
 
     out = Path(out)
     rows = EXPERIMENTS[name]
@@ -73,6 +73,8 @@ def run_experiment(name: str, config: str | Path, overrides: list[str], out: str
     for row in rows:
         cfg = load_config(config, [*overrides, *row.overrides])
         results[row.slug] = cross_validate(cfg, out / row.slug, folds)
+    if not trainer_rank_zero():  # under torchrun the other ranks only train; rank 0 writes the tables
+        return ""
     if name == "robustness":
         table = _robustness(rows, out, results, fractions or tuple(PAPER_FRACTIONS),
                             SNRS_DB if snrs is None else snrs)

@@ -263,11 +263,12 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: list[int] | None = N
                 results[s][k] = future.result()
                 log.info("seed %d fold %d: test accuracy %.2f %%", s, k, 100 * results[s][k]["test"]["accuracy"])
     else:
-        for s, k, fold_cfg, run_dir, resume in plan:
+        for s, k, fold_cfg, run_dir, resume in plan:  # under DDP every rank trains every run; rank 0 writes
             metrics = train(fold_cfg, run_dir, resume=resume)
-            if metrics is None:  # not rank 0
-                return {}
-            results[s][k] = metrics
+            if metrics is not None:
+                results[s][k] = metrics
+        if not trainer_rank_zero():
+            return {}
     results = {s: dict(sorted(r.items())) for s, r in results.items()}
     prov = provenance(cfg.to_dict(), cfg.data.cache)
     if not seeds:
