@@ -68,16 +68,16 @@ def split_records(records: Sequence[ClipRecord], data: DataConfig) -> dict[str, 
 # --------------------------------------------------------------------------- dataset
 def face_augmentation(size: int):
     """The paper's training-time augmentation of face crops (§III-A): random horizontal and
-    vertical flips, a random rotation (±10°), a centre crop of 90 %, resized back to
-    ``size``. One random draw per clip, applied to all its frames."""
+    vertical flips, a random rotation (±10°) and a random zoom of 0.9-1.1x about the centre
+    (the paper's crop), in one affine map that keeps the ``size`` x ``size`` frame. The zoom
+    averages 1, so a face in training has the same expected scale as in evaluation, which
+    sees the crops unchanged. One random draw per clip, applied to all its frames."""
     from torchvision.transforms import v2
 
     return v2.Compose([
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
-        v2.RandomRotation(10),
-        v2.CenterCrop(int(size * 0.9)),
-        v2.Resize(size, antialias=True),
+        v2.RandomAffine(degrees=10, scale=(0.9, 1.1)),
     ])
 
 
