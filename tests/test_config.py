@@ -4,6 +4,7 @@ rejected with one-line errors from config files and from Python alike."""
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Literal
 
@@ -40,8 +41,13 @@ def _out_of_range(f: dataclasses.Field, tp: typing.Any) -> list:
     return bad
 
 
-NUMERIC = [(k, f, tp) for k, f, tp in _leaves()
-           if tp in (int, float) or (typing.get_origin(tp) is tuple and typing.get_args(tp)[0] in (int, float))]
+def _numeric(tp: typing.Any) -> bool:
+    """int, float, a tuple of them, or one of them or None."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return tp in (int, float) or (typing.get_origin(tp) in (tuple, types.UnionType) and args[0] in (int, float))
+
+
+NUMERIC = [(k, f, tp) for k, f, tp in _leaves() if _numeric(tp)]
 CHOICES = [(k, f, tp) for k, f, tp in _leaves() if typing.get_origin(tp) is Literal]
 
 
@@ -55,7 +61,8 @@ def test_numeric_key_out_of_range_is_a_one_line_error(key, f, tp):
     for value in _out_of_range(f, tp):
         with pytest.raises(AttsfError, match=rf"config key '{key}': .* is out of range \(must be "):
             load_config(None, [f"{key}={value}"])
-    load_config(None, [f"{key}={list(f.default) if isinstance(f.default, tuple) else f.default}"])  # the default is valid
+    default = list(f.default) if isinstance(f.default, tuple) else "null" if f.default is None else f.default
+    load_config(None, [f"{key}={default}"])  # the default is valid
 
 
 @pytest.mark.parametrize("key,f,tp", CHOICES, ids=[k for k, _, _ in CHOICES])

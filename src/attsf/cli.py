@@ -158,7 +158,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     opts = BuildOptions(workers=args.workers, shard=_parse_shard(args.shard), pad=args.pad,
                         visual_features=args.visual_features, weights=args.weights, text=args.text,
                         audio_only=args.audio_only, au_csv=args.au_csv, allow_no_face=args.allow_no_face,
-                        detect_height=args.detect_height, min_face=args.min_face, progress=not args.quiet)
+                        detect_height=args.detect_height, min_face=args.min_face, progress=not args.quiet,
+                        device=args.device)
     labels = args.labels.split(",") if args.labels else None
     summary = build_cache(args.dataset, args.root, args.out, opts, labels)
     print("\n".join(summary.lines()))
@@ -347,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--audio-only", action="store_true", help="no visual input (RAVDESS: use the 03-* files)")
     pp.add_argument("--au-csv", help="RAVDESS: OpenFace AU table joined by clip id as the visual input")
     pp.add_argument("--labels", help="manifest: label names in class order (default: order of appearance)")
+    pp.add_argument("--device", default="auto", help="where MTCNN runs: auto (CUDA when there is one), cpu, cuda, "
+                    "cuda:N")
     pp.add_argument("--allow-failures", action="store_true", help="exit 0 even when some clips failed (they are "
                     "listed either way)")
     pp.add_argument("--allow-no-face", action="store_true", help="centre crops for clips where no face is found")

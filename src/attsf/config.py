@@ -32,7 +32,9 @@ class DataConfig:
     # "speaker": z-score features per speaker with its own statistics (test speakers too);
     # "speaker_train": val/test speakers with the train speakers' pooled statistics (data/normalize.py)
     normalize: Literal["none", "speaker", "speaker_train"] = "none"
-    num_workers: int = bounded(0, ge=0)
+    # DataLoader worker processes; null: 0 for feature caches (held in memory), and on CUDA
+    # for face-frame caches min(8, cores) so that decoding and augmentation keep the GPU fed
+    num_workers: int | None = bounded(None, ge=0)
 
     def __post_init__(self) -> None:
         validate(self)

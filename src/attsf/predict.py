@@ -84,7 +84,7 @@ class EmotionRecognizer:
         if prep.visual != "none":
             from attsf.data.faces import FaceCropper
 
-            self.cropper = FaceCropper(self.prep.faces)
+            self.cropper = FaceCropper(self.prep.faces, device=device)
 
     @property
     def visual_kind(self) -> str:

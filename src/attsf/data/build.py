@@ -29,6 +29,17 @@ class BuildOptions:
     detect_height: int = 288
     min_face: int = 40
     progress: bool = True
+    device: str = "auto"  # where MTCNN runs: "auto" (CUDA when there is one), "cpu", "cuda", "cuda:1"
+
+
+def _device(spec: str) -> str:
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise AttsfError(f"--device {spec}: no CUDA device here")
+    return spec
 
 
 def _settings(opts: BuildOptions, visual: str) -> PrepSettings:
@@ -59,7 +70,7 @@ def build_cache(dataset: str, root: str | Path, out: str | Path, opts: BuildOpti
                 labels: list[str] | None = None) -> Summary:
     if dataset not in DATASETS:
         raise AttsfError(f"unknown dataset '{dataset}' (choose from {', '.join(DATASETS)})")
-    common = {"workers": opts.workers, "shard": opts.shard, "progress": opts.progress}
+    common = {"workers": opts.workers, "shard": opts.shard, "progress": opts.progress, "device": _device(opts.device)}
     if dataset == "ravdess" and opts.au_csv:
         from attsf.data.ravdess import LABELS, audio_au_jobs
 

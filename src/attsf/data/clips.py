@@ -98,11 +98,14 @@ def _known(cls: type, values: dict) -> dict:
 
 
 # ----------------------------------------------------------------- per-process models
+DEVICE = {"faces": "cpu"}  # where MTCNN runs in this process (`attsf preprocess --device`); not a cache setting
+
+
 @functools.cache
 def _face_cropper(cfg: FaceConfig):
     from attsf.data.faces import FaceCropper
 
-    return FaceCropper(cfg)
+    return FaceCropper(cfg, device=DEVICE["faces"])
 
 
 @functools.cache
@@ -119,13 +122,14 @@ def _text_encoder(spec: str):
     return text_encoder(spec)
 
 
-def worker_init(parent: int) -> None:
-    """Set-up of a preprocessing worker: one intra-op thread (workers share the cores), and
-    an exit as soon as the parent process ``parent`` is gone (kill -9 included), so that no
-    worker outlives the command."""
+def worker_init(parent: int, device: str = "cpu") -> None:
+    """Set-up of a preprocessing worker: one intra-op thread (workers share the cores), MTCNN
+    on ``device``, and an exit as soon as the parent process ``parent`` is gone (kill -9
+    included), so that no worker outlives the command."""
     import torch
 
     torch.set_num_threads(1)
+    DEVICE["faces"] = device
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills us when the parent dies

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -209,9 +210,15 @@ class ClipDataModule(L.LightningDataModule):
         if shuffle and len(ds) < bs:
             raise AttsfError(f"the train split has {len(ds)} clips, fewer than one batch of {bs}")
         sampler = EpochShuffleSampler(len(ds), self.cfg.train.seed) if shuffle else None
-        workers = self.cfg.data.num_workers
+        workers = self.cfg.data.num_workers if self.cfg.data.num_workers is not None else self.auto_workers()
         return DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=shuffle, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+    def auto_workers(self) -> int:
+        """Loader processes when ``data.num_workers`` is unset: face frames on a GPU need
+        several (each clip is 15 JPEG-sized crops to augment); feature caches sit in memory."""
+        frames = self.cache.settings.get("visual", {}).get("kind") == "frames"
+        return min(8, os.cpu_count() or 1) if frames and torch.cuda.is_available() else 0
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", shuffle=True)

@@ -58,7 +58,11 @@ def _reason(exc: BaseException, path: str) -> str:
 
 def run_jobs(jobs: Sequence[Job], cache_dir: str | Path, *, dataset: str, labels: list[str], settings: dict,
              workers: int = 1, shard: tuple[int, int] = (0, 1), failures: list[tuple[str, str]] | None = None,
-             progress: bool = True, on_done: Callable[[str], None] | None = None) -> Summary:
+             progress: bool = True, on_done: Callable[[str], None] | None = None, device: str = "cpu") -> Summary:
+    """Run the jobs of shard ``shard`` into ``cache_dir`` (MTCNN on ``device``)."""
+    from attsf.data.clips import DEVICE, worker_init
+
+    DEVICE["faces"] = device
     cache_dir = Path(cache_dir)
     (cache_dir / "clips").mkdir(parents=True, exist_ok=True)
     for stale in stale_temp_files(cache_dir / "clips"):  # left by a killed run, never a live shard's
@@ -91,9 +95,7 @@ def run_jobs(jobs: Sequence[Job], cache_dir: str | Path, *, dataset: str, labels
             except Exception as exc:  # noqa: BLE001 - any failure of one clip is reported, the run goes on
                 finish(job, None, exc)
     else:
-        from attsf.data.clips import worker_init
-
-        with ProcessPoolExecutor(workers, initializer=worker_init, initargs=(os.getpid(),)) as pool:
+        with ProcessPoolExecutor(workers, initializer=worker_init, initargs=(os.getpid(), device)) as pool:
             futures = {pool.submit(_run_one, job, cache_dir): job for job in todo}
             for future in as_completed(futures):
                 exc = future.exception()
