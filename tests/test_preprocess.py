@@ -157,7 +157,7 @@ def test_manifest_audio_and_features(tmp_path):
 def test_inspect_writes_contact_sheet(ravdess_root, tmp_path):
     root, _ = ravdess_root
     cache = tmp_path / "cache"
-    run_cli("preprocess", "ravdess", "--root", str(root), "--out", str(cache), "--quiet")
+    run_cli("preprocess", "ravdess", "--root", str(root), "--out", str(cache), "--quiet", "--allow-failures")
     out = run_cli("inspect", str(cache)).stdout
     assert "3 clips" in out and "per class: angry 1, happy 1, neutral 1" in out and "per speaker: 01 2, 02 1" in out
     sheet = cache / "contact_sheet.png"
