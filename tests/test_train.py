@@ -52,6 +52,19 @@ def test_train_writes_run_directory_and_learns(tiny_overrides, tmp_path):
     out = run_cli("evaluate", str(run), "--split", "val").stdout
     assert "val: accuracy" in out and (run / "eval_val.json").is_file()
 
+    # a run copied elsewhere: it works from another folder, and with --cache where its cache is gone
+    copy = tmp_path / "elsewhere" / "run"
+    shutil.copytree(run, copy)
+    assert "test: accuracy" in run_cli("evaluate", str(copy), cwd=tmp_path).stdout
+    cfg = yaml.safe_load((copy / "config.yaml").read_text())
+    cached_at = cfg["data"]["cache"]
+    cfg["data"]["cache"] = "/nonexistent/cache"
+    (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    gone = run_cli("evaluate", str(copy), check=False)
+    assert gone.returncode == 2 and "/nonexistent/cache: no clip cache here (the folder does not exist)" in gone.stderr
+    assert "--cache" in gone.stderr
+    assert "test: accuracy" in run_cli("evaluate", str(copy), "--cache", cached_at).stdout
+
 
 def test_killed_run_resumes_to_the_same_metrics(tiny_overrides, tmp_path):
     ref, killed = tmp_path / "ref", tmp_path / "killed"

@@ -52,7 +52,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from attsf.io import write_json
     from attsf.train import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, splits=(args.split,))
+    metrics = evaluate_run(args.run_dir, splits=(args.split,), cache=args.cache)
     write_json(Path(args.run_dir) / f"eval_{args.split}.json", metrics)
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -110,7 +110,8 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     fractions = _floats("--fractions", args.fractions)
     if not all(0 <= f <= 1 for f in fractions):
         raise AttsfError(f"--fractions {args.fractions}: each must be in [0, 1]")
-    print(robustness_table(robustness(args.run_dir, fractions, args.seed, _floats("--snr", args.snr))), end="")
+    result = robustness(args.run_dir, fractions, args.seed, _floats("--snr", args.snr), cache=args.cache)
+    print(robustness_table(result), end="")
 
 
 def _floats(flag: str, text: str) -> tuple[float, ...]:
@@ -143,7 +144,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     from attsf.report import build_report
 
     run = (Path(args.run_dir) / "config.yaml").is_file()
-    print(f"report -> {build_report(args.run_dir, args.seed) if run else build_overview(args.run_dir)}")
+    print(f"report -> {build_report(args.run_dir, args.seed, args.cache) if run else build_overview(args.run_dir)}")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -196,6 +197,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+CACHE_HELP = "the clip cache, where it is not at the run's recorded data.cache (a copied or moved run)"
 MEDIA_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".wav", ".flac", ".ogg", ".mp3", ".m4a"}
 
 
@@ -284,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--json", action="store_true", help="print JSON")
+    e.add_argument("--cache", help=CACHE_HELP)
     e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("cv", help="k-fold cross-validation (finished folds are reused)")
@@ -310,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
     rb.add_argument("--seed", type=int, default=0)
     rb.add_argument("--snr", default="20,10,5,0", help="audio noise SNRs in dB, or 'none' (needs the source audio)")
+    rb.add_argument("--cache", help=CACHE_HELP)
     rb.set_defaults(func=cmd_robustness)
 
     ex = sub.add_parser("experiment", help="a paper experiment over all folds, with the paper's numbers beside ours")
@@ -326,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "tables and figures")
     rp.add_argument("run_dir", help="a run folder, an `attsf cv` --out or an `attsf experiment` --out")
     rp.add_argument("--seed", type=int, default=0, help="t-SNE seed")
+    rp.add_argument("--cache", help=CACHE_HELP + " (a run folder)")
     rp.set_defaults(func=cmd_report)
 
     s = sub.add_parser("summary", help="print the model's layers and parameter counts")

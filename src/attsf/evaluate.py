@@ -42,11 +42,13 @@ class Run:
     model: nn.Module
 
 
-def open_run(run_dir: str | Path, weights: str = BEST) -> Run:
+def open_run(run_dir: str | Path, weights: str = BEST, cache: str | Path | None = None) -> Run:
+    """A run directory's config, labels and weights; ``cache`` replaces the recorded
+    ``data.cache`` (a run copied to another machine, or a cache moved)."""
     root = Path(run_dir)
     if not (root / CONFIG_FILE).is_file():
         raise AttsfError(f"{root}: not a run directory ({CONFIG_FILE} missing)")
-    cfg = load_config(root / CONFIG_FILE)
+    cfg = load_config(root / CONFIG_FILE, [f"data.cache={cache}"] if cache else None)
     path = root / weights
     if not path.is_file():
         raise AttsfError(f"{path}: no weights yet (has the run finished an epoch?)")

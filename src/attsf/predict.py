@@ -27,6 +27,7 @@ from attsf.data import normalize
 from attsf.data.audio import mfcc
 from attsf.data.clips import PrepSettings, face_crops
 from attsf.data.media import probe, read_audio
+from attsf.efficientface import EfficientFace
 from attsf.errors import AttsfError
 from attsf.evaluate import BEST, CONFIG_FILE, load_weights
 from attsf.io import read_json
@@ -151,7 +152,7 @@ class EmotionRecognizer:
         if "visual" not in arrays and self.visual_kind == "frames":
             arrays["visual"] = torch.zeros(p.n_frames, 3, p.faces.size, p.faces.size, dtype=torch.uint8)
         elif "visual" not in arrays and self.visual_kind == "features":
-            arrays["visual"] = torch.zeros(p.n_frames, 1024)
+            arrays["visual"] = torch.zeros(p.n_frames, EfficientFace.out_dim)
         return arrays
 
     @torch.inference_mode()

@@ -166,13 +166,13 @@ def write_page(path: Path, parts: list[str]) -> Path:
     return path
 
 
-def build_report(run_dir: str | Path, seed: int = 0) -> Path:
+def build_report(run_dir: str | Path, seed: int = 0, cache: str | None = None) -> Path:
     """Figures under ``RUN_DIR/figures/`` and ``RUN_DIR/report.html``."""
     from attsf.data.datamodule import ClipDataModule
     from attsf.evaluate import metrics_for, open_run, predict_dataset
 
     root = Path(run_dir)
-    run = open_run(root)
+    run = open_run(root, cache=cache)
     dataset = ClipDataModule(run.cfg).dataset("test")
     pred = predict_dataset(run.model, dataset, batch_size=32)
     regression = run.cfg.model.task == "regression"

@@ -97,7 +97,7 @@ class NoisyAudio(Dataset):
 
 
 def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.round(np.arange(0.1, 1.0, 0.1), 1)),
-               seed: int = 0, snrs: tuple[float, ...] = SNRS_DB) -> dict:
+               seed: int = 0, snrs: tuple[float, ...] = SNRS_DB, cache: str | None = None) -> dict:
     """Test accuracy of a run's best weights with each modality masked at each fraction,
     with each modality missing, and with noisy audio at each SNR (dB; an empty ``snrs``
     skips it). Written to ``RUN_DIR/robustness.json`` and ``.md``; a result written after
@@ -107,7 +107,7 @@ def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.roun
     from attsf.evaluate import BEST, metrics_for, open_run, predict_dataset
 
     run_dir = Path(run_dir)
-    run = open_run(run_dir)
+    run = open_run(run_dir, cache=cache)
     modalities = [name for name, code in (("audio", "a"), ("visual", "v")) if code in run.cfg.model.modalities]
     settings = {"seed": seed, "fractions": list(map(float, fractions)),
                 "snr_db": list(map(float, snrs)) if "audio" in modalities else []}

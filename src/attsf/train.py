@@ -149,8 +149,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     dm.check_clips()  # every clip file reads back, before anything is written
     module = ATTSFModule(cfg, dm.labels, dict(dm.cache.settings, normalization=dm.normalization()))
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume and trainer_rank_zero():
-        save_config(cfg, run_dir / CONFIG_FILE)
+    if not resume and trainer_rank_zero():  # the cache as an absolute path: the run works from any folder
+        save_config(replace(cfg, data=replace(cfg.data, cache=str(Path(cfg.data.cache).resolve()))),
+                    run_dir / CONFIG_FILE)
     handler = _file_logging(run_dir) if trainer_rank_zero() else logging.NullHandler()
     if trainer_rank_zero():
         _keep_history(run_dir)
@@ -194,10 +195,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     return metrics
 
 
-def evaluate_run(run_dir: str | Path, splits: tuple[str, ...] = ("test",), dm: ClipDataModule | None = None) -> dict:
+def evaluate_run(run_dir: str | Path, splits: tuple[str, ...] = ("test",), dm: ClipDataModule | None = None,
+                 cache: str | None = None) -> dict:
     """Metrics of the run's best weights on the given splits of its own data (``dm``: the
-    training run's DataModule, so the cache is not read a second time)."""
-    run = open_run(run_dir)
+    training run's DataModule, so the cache is not read a second time; ``cache``: the
+    cache's place when it is not the recorded one)."""
+    run = open_run(run_dir, cache=cache)
     dm = dm or ClipDataModule(run.cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result = {}

@@ -86,7 +86,10 @@ class ClipCache:
         self.root = Path(cache_dir)
         index_path = self.root / "index.json"
         if not index_path.is_file():
-            raise AttsfError(f"{self.root}: no clip cache here (index.json missing); build it with `attsf preprocess`")
+            why = ("the folder does not exist" if not self.root.exists() else "it is not a folder"
+                   if not self.root.is_dir() else "it has no index.json")
+            raise AttsfError(f"{self.root.resolve()}: no clip cache here ({why}); build it with `attsf preprocess`, "
+                             "or point to it (data.cache=PATH, or --cache PATH for a run's commands)")
         index = read_json(index_path)
         if index.get("format") != FORMAT:
             raise AttsfError(f"{index_path}: not an attsf cache of format {FORMAT}")

@@ -59,7 +59,10 @@ class PrepSettings:
         if self.visual == "faces":
             visual = {"kind": "frames", "size": self.faces.size, "n_frames": self.n_frames}
         elif self.visual == "efficientface":
-            visual = {"kind": "features", "dim": 1024, "backbone": "efficientface", "weights": self.weights}
+            from attsf.efficientface import EfficientFace
+
+            visual = {"kind": "features", "dim": EfficientFace.out_dim, "backbone": "efficientface",
+                      "weights": self.weights}
         elif self.visual == "features":
             visual = {"kind": "features", "dim": visual_dim}
         else:
