@@ -91,8 +91,14 @@ def test_predict_cli(demo_dir, clips):
     out = run_cli("predict", str(clips["video"]), "--run", run, "--json").stdout
     rows = json.loads(out)
     assert rows[0]["label"] and rows[0]["modalities"] == ["audio", "video"]
+    card = rows[0]["model"]  # the model card: what the model is and what its numbers mean
+    assert card["dataset"] == "demo" and card["chance"] == 25.0 and card["modalities"] == ["audio", "video"]
+    assert card["warning"] == "demo model trained on generated clips — its predictions on real media mean nothing"
+    assert card["test_accuracy"] is not None and card["train_speakers"] == 4
     proc = run_cli("predict", str(clips["video"]), str(clips["broken"]), "--run", run, check=False)
     assert proc.returncode == 1 and "talk.mp4" in proc.stdout
+    assert "trained on demo, " in proc.stderr and "chance 25.0 %" in proc.stderr
+    assert "WARNING: demo model trained on generated clips" in proc.stderr
     assert "broken.mp4: not a readable media file" in proc.stderr and "Traceback" not in proc.stderr
     folder = run_cli("predict", str(clips["video"].parent), "--run", run, check=False)
     table = list(csv.DictReader(io.StringIO(folder.stdout)))
@@ -118,7 +124,9 @@ def test_api_rejects_bad_uploads(recognizer, clips, tmp_path):
     from attsf.serve import ServeLimits, create_app
 
     client = TestClient(create_app(recognizer, ServeLimits(max_bytes=2 * 2**20, max_seconds=3.0, max_pending=2)))
-    assert client.get("/health").json()["status"] == "ok"
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["modalities"] == ["audio", "video"]
+    assert health["model"]["warning"] and health["model"]["chance"] == 25.0
     assert "/predict" in client.get("/openapi.json").json()["paths"]
 
     def post(name: str, data: bytes):
@@ -267,6 +275,8 @@ def test_web_page_in_chromium(demo_dir, clips, tmp_path):
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_function("document.getElementById('info').textContent.includes('Classes')")
+            assert "generated clips" in page.text_content("#banner") and page.is_visible("#banner")
+            assert "chance 25 %" in page.text_content("#card") and "trained on demo" in page.text_content("#card")
             page.set_input_files("#file", str(clips["video"]))
             page.click("#go")
             page.wait_for_selector("#result:not([hidden])", timeout=60000)
@@ -277,6 +287,11 @@ def test_web_page_in_chromium(demo_dir, clips, tmp_path):
             shot = tmp_path / "web_page.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
+            page.set_input_files("#file", str(clips["audio"]))  # audio only: no "Fused" chart, no face count
+            page.click("#go")
+            page.wait_for_function("document.getElementById('mods').textContent.includes('from audio)')")
+            titles = page.locator(".chart h3").all_text_contents()
+            assert titles == ["Audio head (the answer: no video in this clip)"], titles
             # an error shows in the page
             bad = tmp_path / "bad.mp4"
             bad.write_text("not a video")

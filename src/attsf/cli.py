@@ -215,11 +215,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
             paths.append(item)
     if not paths:
         raise AttsfError("no clips given (or no media files in the folder)")
+    from attsf.card import card_line
+
     rec = EmotionRecognizer.from_pretrained(args.run)
     results = rec.predict_many(paths)
     as_csv = args.csv or (len(args.clips) == 1 and Path(args.clips[0]).is_dir() and not args.json)
+    if not args.json:  # the card on stderr keeps the table and CSV clean for pipes
+        print(card_line(rec.card), file=sys.stderr)
+        if rec.card.get("warning"):
+            print(f"WARNING: {rec.card['warning']}", file=sys.stderr)
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
+        print(json.dumps([dict(r.to_dict(), model=rec.card) for r in results], indent=2))
     elif as_csv:
         buf = io.StringIO()
         w = csv.writer(buf)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attsf.card import model_card
 from attsf.config import Config, load_config
 from attsf.data import normalize
 from attsf.data.audio import mfcc
@@ -61,8 +62,9 @@ def _softmax(logits: torch.Tensor, labels: list[str]) -> dict[str, float]:
 
 class EmotionRecognizer:
     def __init__(self, cfg: Config, labels: list[str], model: torch.nn.Module, preprocessing: dict,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", card: dict | None = None) -> None:
         self.cfg, self.labels, self.device, self.preprocessing = cfg, labels, device, preprocessing
+        self.card = card or {}  # what the model is (card.py): run, training data, accuracy, chance
         # channels-last weights: the per-frame EfficientFace runs ~25 % faster on CPU (oneDNN), same outputs
         self.model = model.to(device, memory_format=torch.channels_last).eval()
         try:
@@ -111,7 +113,7 @@ class EmotionRecognizer:
         model = build_model(cfg.model)
         load_weights(model, weights)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(cfg, list(side["labels"]), model, preprocessing, device)
+        return cls(cfg, list(side["labels"]), model, preprocessing, device, model_card(weights, side))
 
     # ------------------------------------------------------------------ inference
     def prepare(self, path: str | Path) -> tuple[Prediction, dict[str, torch.Tensor]]:

@@ -110,7 +110,8 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "labels": recognizer.labels, "modalities": recognizer.visual_kind,
+        return {"status": "ok", "labels": recognizer.labels, "modalities": recognizer.card.get("modalities", []),
+                "visual_input": recognizer.visual_kind, "model": recognizer.card,
                 "max_upload_mb": limits.max_bytes / 2**20, "max_seconds": limits.max_seconds}
 
     @app.post("/predict")
@@ -129,6 +130,7 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
             result = await asyncio.to_thread(_checked_predict, recognizer, path, limits, lock)
         body = result.to_dict()
         body["path"] = file.filename or "upload"
+        body["model"] = recognizer.card
         if faces and result.faces is not None:
             body["faces"] = [_jpeg_b64(f) for f in result.faces]
         return body

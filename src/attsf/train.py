@@ -147,7 +147,10 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     cfg = _check_against_cache(cfg, dm)
     dm.cfg = cfg
     dm.check_clips()  # every clip file reads back, before anything is written
-    module = ATTSFModule(cfg, dm.labels, dict(dm.cache.settings, normalization=dm.normalization()))
+    training_data = {"dataset": dm.cache.dataset, "clips": len(dm.splits["train"]),
+                     "speakers": len({r.speaker for r in dm.splits["train"]})}
+    module = ATTSFModule(cfg, dm.labels, dict(dm.cache.settings, normalization=dm.normalization(),
+                                              training_data=training_data))
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and trainer_rank_zero():  # the cache as an absolute path: the run works from any folder
         save_config(replace(cfg, data=replace(cfg.data, cache=str(Path(cfg.data.cache).resolve()))),
@@ -192,7 +195,18 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
                    train_seconds=round(time.time() - start, 1),
                    best_epoch=read_json((run_dir / BEST).with_suffix(".json")).get("epoch"), provenance=module.provenance)
     write_json(run_dir / METRICS, metrics)
+    _record_test_accuracy(run_dir / BEST, metrics)
     return metrics
+
+
+def _record_test_accuracy(weights: Path, metrics: dict) -> None:
+    """The best weights' sidecar also carries their test result, for the model card of a
+    weights file shared without its run directory."""
+    side_path = weights.with_suffix(".json")
+    side = read_json(side_path)
+    test = metrics.get("test", {})
+    side["test"] = {k: test[k] for k in ("accuracy", "unweighted_accuracy", "mae", "n") if k in test}
+    write_json(side_path, side)
 
 
 def evaluate_run(run_dir: str | Path, splits: tuple[str, ...] = ("test",), dm: ClipDataModule | None = None,

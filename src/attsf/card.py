@@ -1,0 +1,55 @@
+"""The model card of a trained run: what the model is, what it was trained on, how well it
+does and what chance is. ``attsf predict``, ``attsf serve`` (page, ``/health``, API) show it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attsf.io import read_json
+
+SYNTHETIC = {"demo"}  # datasets of generated clips
+WARNING = "demo model trained on generated clips — its predictions on real media mean nothing"
+MODALITIES = {"av": ["audio", "video"], "a": ["audio"], "v": ["video"]}
+
+
+def model_card(weights: Path, side: dict) -> dict:
+    """The card of the weights file ``weights`` (``checkpoints/best.safetensors`` of a run,
+    or a file shared with its ``.json`` sidecar ``side``)."""
+    cfg, prep = side.get("config", {}), side.get("preprocessing", {})
+    model = cfg.get("model", {})
+    data = prep.get("training_data", {})
+    visual = prep.get("visual", {})
+    modalities = list(MODALITIES.get(model.get("modalities", "av"), []))
+    if "video" in modalities and visual.get("kind") == "features" and "backbone" not in visual:
+        modalities[modalities.index("video")] = "visual features"  # e.g. an AU table: no raw video
+    run = weights.parent.parent if weights.parent.name == "checkpoints" else weights.parent
+    card = {"name": cfg.get("name", "?"), "run": str(run), "dataset": data.get("dataset", "unknown"),
+            "train_clips": data.get("clips"), "train_speakers": data.get("speakers"), "modalities": modalities,
+            "labels": side.get("labels", []), "chance": round(100 / (len(side.get("labels", [])) or 1), 2),
+            "test_accuracy": None, "cv": None, "warning": None}
+    test = side.get("test") or (read_json(run / "metrics.json").get("test", {}) if (run / "metrics.json").is_file()
+                                else {})
+    if "accuracy" in test:
+        card["test_accuracy"] = round(100 * test["accuracy"], 2)
+    cv = run.parent / "cv.json"
+    if cv.is_file():
+        summary = read_json(cv)
+        card["cv"] = {"accuracy_mean": round(summary["accuracy_mean"], 2), "accuracy_std": round(summary["accuracy_std"], 2),
+                      "runs": len(summary.get("folds", {}))}
+    if card["dataset"] in SYNTHETIC or visual.get("source") == "demo":
+        card["warning"] = WARNING
+    return card
+
+
+def card_line(card: dict) -> str:
+    """One line for a terminal."""
+    acc = "test accuracy not recorded"
+    if card["cv"]:
+        acc = f"test accuracy {card['cv']['accuracy_mean']:.2f} ± {card['cv']['accuracy_std']:.2f} % over " \
+              f"{card['cv']['runs']} runs"
+    elif card["test_accuracy"] is not None:
+        acc = f"test accuracy {card['test_accuracy']:.2f} % (one run)"
+    data = card["dataset"] + (f", {card['train_clips']} clips of {card['train_speakers']} speakers"
+                              if card["train_clips"] else "")
+    return (f"model {card['name']} ({card['run']}): trained on {data}; {' + '.join(card['modalities'])}; {acc}; "
+            f"chance {card['chance']:.1f} %")
