@@ -235,3 +235,20 @@ def test_concurrent_shards_keep_each_others_temp_files(ravdess_root, tmp_path):
     assert live.exists() and not dead.exists()
     c = ClipCache(tmp_path / "cache")
     assert len(c.records) == 2 and c.unreadable(c.records, full=True) == []
+
+
+def test_logs_read_plainly_when_piped(ravdess_root, tiny_overrides, tmp_path):
+    """Not on a terminal: plain progress lines, no carriage-return bars; a rerun with nothing
+    to do says so once; training prints one line per epoch."""
+    root, _ = ravdess_root
+    args = ("preprocess", "ravdess", "--root", str(root), "--out", str(tmp_path / "cache"), "--audio-only")
+    first = run_cli(*args)
+    assert "preprocess: 2 clips found; 0 already cached, 2 to do" in first.stderr and "(100 %)" in first.stderr
+    assert "\r" not in first.stderr and "fallback face frames" not in first.stdout  # no faces in this cache
+    again = run_cli(*args)
+    assert again.stdout.strip() == "nothing to do: all 2 clips already cached" and again.stderr.strip() == ""
+    run = run_cli("train", "configs/ravdess_au.yaml", *tiny_overrides, "train.progress=true", "train.max_epochs=2",
+                  "--out", str(tmp_path / "run"))
+    lines = [ln for ln in run.stderr.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split(":")[0] for ln in lines] == ["epoch 1/2", "epoch 2/2"] and "val_acc" in lines[0]
+    assert "\r" not in run.stderr

@@ -28,6 +28,7 @@ from attsf.engine import ATTSFModule, RNGState, SafetensorsCheckpointIO
 from attsf.errors import AttsfError
 from attsf.evaluate import BEST, CONFIG_FILE, metrics_for, open_run, predict_dataset
 from attsf.io import atomic_write_text, read_json, write_json
+from attsf.progress import EpochLines, interactive
 from attsf.provenance import provenance
 
 log = logging.getLogger("attsf")
@@ -173,11 +174,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
         num_nodes=cfg.train.num_nodes,
         strategy=cfg.train.strategy,
         precision=_precision(cfg),
-        callbacks=[best_cb, last_cb, EarlyStopping(monitor, patience=cfg.train.patience, mode=mode), RNGState()],
+        callbacks=[best_cb, last_cb, EarlyStopping(monitor, patience=cfg.train.patience, mode=mode), RNGState(),
+                   *([EpochLines()] if cfg.train.progress and not interactive() else [])],
         logger=CSVLogger(run_dir, name="", version=""),
         plugins=[SafetensorsCheckpointIO()],
         num_sanity_val_steps=0,
-        enable_progress_bar=cfg.train.progress,
+        enable_progress_bar=cfg.train.progress and interactive(),  # logs get EpochLines instead
         enable_model_summary=False,
         log_every_n_steps=1,  # metrics are logged per epoch only
     )

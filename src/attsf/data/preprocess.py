@@ -5,6 +5,7 @@ reason, and rebuilding the index at the end."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -12,11 +13,11 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from attsf.data.cache import ClipRecord, clip_path, is_complete, write_clip, write_index
 from attsf.errors import AttsfError
 from attsf.io import stale_temp_files, write_json
+from attsf.progress import bar as progress_bar
 
 
 class Job(Protocol):
@@ -34,10 +35,13 @@ class Summary:
     skipped: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     fallback_frames: int = 0
+    faces: bool = False  # the cache holds face frames (fallback frames mean something)
 
     def lines(self) -> list[str]:
-        out = [f"clips written {self.done}, already cached {self.skipped}, failed {len(self.failures)}, "
-               f"fallback face frames {self.fallback_frames}"]
+        if not self.done and not self.failures:
+            return [f"nothing to do: all {self.skipped} clips already cached"]
+        out = [f"clips written {self.done}, already cached {self.skipped}, failed {len(self.failures)}"
+               + (f", fallback face frames {self.fallback_frames}" if self.faces else "")]
         out += [f"  failed: {path}: {reason}" for path, reason in self.failures]
         return out
 
@@ -69,14 +73,17 @@ def run_jobs(jobs: Sequence[Job], cache_dir: str | Path, *, dataset: str, labels
         stale.unlink(missing_ok=True)
     index, count = shard
     mine = [job for i, job in enumerate(jobs) if i % count == index]
-    summary = Summary(failures=list(failures or []))
+    summary = Summary(failures=list(failures or []), faces=settings.get("visual", {}).get("kind") == "frames")
     todo = []
     for job in mine:
         if is_complete(clip_path(cache_dir, job.clip_id)):
             summary.skipped += 1
         else:
             todo.append(job)
-    bar = tqdm(total=len(todo), desc="preprocess", unit="clip", disable=not progress)
+    if progress and todo:
+        print(f"preprocess: {len(jobs)} clips found" + (f", {len(mine)} in shard {index}/{count}" if count > 1 else "")
+              + f"; {summary.skipped} already cached, {len(todo)} to do", file=sys.stderr, flush=True)
+    bar = progress_bar(len(todo), "preprocess", progress and bool(todo))
 
     def finish(job: Job, result: tuple[str, int] | None, exc: BaseException | None) -> None:
         if exc is not None:
