@@ -16,7 +16,7 @@ Tensor = torch.Tensor
 def batch_gaussian_sym_kl(p: Tensor, q: Tensor, eps: float = 1e-5, reduction: str = "sum") -> Tensor:
     """Symmetric KL between per-dimension Gaussians fitted over a mini-batch: for features
     (B, d), ``N(μ_j, σ_j² + eps)`` is fitted to each column of p and of q, and
-    ``KL(P‖Q) + KL(Q‖P)`` is summed (SPEC §3) or averaged over the d dimensions
+    ``KL(P‖Q) + KL(Q‖P)`` is summed (eq. 18 with L1) or averaged over the d dimensions
     (eqs. 15-16)."""
     mu_p, mu_q = p.mean(dim=0), q.mean(dim=0)
     var_p = p.var(dim=0, unbiased=False) + eps
@@ -40,7 +40,7 @@ class LossConfig:
     lambda_v: float = bounded(0.5, ge=0)
     lambda_sim: float = bounded(0.3, ge=0)  # 0 is the "without L_sim" ablation
     eps: float = bounded(1e-5, gt=0)
-    # "sum" over the d dimensions is SPEC §3; "mean" divides L_sim by d, which keeps it on the
+    # "sum" over the d dimensions is the default; "mean" divides L_sim by d, which keeps it on the
     # scale of the cross-entropy terms (with "sum" it is ~20-100x larger early in training).
     sim_reduction: Literal["sum", "mean"] = "sum"
     label_smoothing: float = bounded(0.0, ge=0, le=1)  # of the cross-entropy terms (0: the paper's plain CE)

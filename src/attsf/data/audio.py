@@ -1,4 +1,4 @@
-"""Audio as SPEC §1: mono, 16 kHz, 3.6 s (centre crop, or zero padding), 12 MFCCs from a
+"""Audio as in the paper (§IV-A): mono, 16 kHz, 3.6 s (centre crop, or zero padding), 12 MFCCs from a
 50 ms Hamming window with a 30 ms hop: ``(12, 121)`` per clip."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Face crops as SPEC §1: MTCNN (facenet-pytorch) on a downscaled copy of the sampled
+"""Face crops as in the paper (§IV-A): MTCNN (facenet-pytorch) on a downscaled copy of the sampled
 frames; the crop is cut from the full-resolution frame, squared with a margin and resized
 to 224x224. A frame without a face takes the box of the nearest frame that has one; a clip
 without any face is an error (or, if allowed, centre crops). Training-time augmentation

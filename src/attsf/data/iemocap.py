@@ -5,7 +5,7 @@
     Session1/dialog/transcriptions/Ses01F_impro01.txt  "Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me."
     Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav
 
-Four classes (SPEC §5): neutral, happy (with excited merged in), sad, angry; utterances
+Four classes (the paper's protocol): neutral, happy (with excited merged in), sad, angry; utterances
 with any other label are left out. The audio is the utterance's own WAV; the video is
 cut from the dialogue's AVI by the utterance's time stamps.
 
@@ -16,7 +16,7 @@ utterance ``..._F000`` of ``Ses01F_impro01`` takes its face from the left half a
 ``..._M000`` from the right half (the convention of the public IEMOCAP preprocessing
 scripts). The speaker id is session + gender (``Ses01F``).
 
-Splits: sessions 1-4 train, session 5 test (SPEC §5); the validation set is every tenth
+Splits: sessions 1-4 train, session 5 test (the paper's protocol); the validation set is every tenth
 dialogue of sessions 1-4 (sorted by name), so no dialogue is split across train and val.
 """
 

