@@ -63,8 +63,9 @@ def test_shared_ravdess_audio_au_cache(tmp_path):
         (root / actor).mkdir(parents=True)
         for f in sorted((AUDIO / actor).glob("*.flac"))[:12]:
             (root / actor / f.name).symlink_to(f)
-    jobs, failures, visual = audio_au_jobs(root, AU, AudioConfig())
+    jobs, failures, visual, joined = audio_au_jobs(root, AU, AudioConfig())
     assert len(jobs) == 24 and not failures and visual["dim"] == 35
+    assert joined.startswith("24 of 24 speech files joined the AU table (") and joined.endswith(" rows)")
     summary = run_jobs(jobs, tmp_path / "cache", dataset="ravdess", labels=LABELS, settings={"visual": visual},
                        workers=2, progress=False)
     assert summary.done == 24 and not summary.failures

@@ -250,58 +250,110 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_examples_api_and_no_cdn_docs(recognizer, clips, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from attsf.serve import create_app, example_files
+
+    folder = tmp_path / "examples"
+    folder.mkdir()
+    with pytest.raises(AttsfError, match="no media files"):
+        example_files(folder)
+    shutil.copy(clips["audio"], folder / "my_voice.wav")
+    (folder / "notes.txt").write_text("not offered")
+    offered = example_files(folder)
+    assert offered == {"my_voice.wav": "my voice"}
+    client = TestClient(create_app(recognizer, examples=(folder, offered)))
+    assert client.get("/examples").json() == [{"name": "my_voice.wav", "title": "my voice", "url": "/examples/my_voice.wav",
+                                               "kind": "audio"}]
+    assert client.get("/examples/my_voice.wav").content == clips["audio"].read_bytes()
+    for name in ("notes.txt", "..%2Fexamples%2Fmy_voice.wav", "missing.mp4"):
+        assert client.get(f"/examples/{name}").status_code == 404
+    assert client.get("/docs").status_code == 404  # FastAPI's /docs loads its scripts from a CDN
+    assert client.get("/openapi.json").status_code == 200
+
+
+def _drop(page, path: Path, selector: str = "#drop") -> None:
+    """Drag-and-drop of a file onto the page, as a browser delivers it (a DataTransfer)."""
+    import base64
+
+    page.evaluate("""([b64, name, sel]) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], name, { type: "video/mp4" }));
+        document.querySelector(sel).dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true }));
+    }""", [base64.b64encode(path.read_bytes()).decode(), path.name, selector])
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
 def test_web_page_in_chromium(demo_dir, clips, tmp_path):
+    """The page as a person uses it: an example clip, a dropped and an uploaded clip, a bad
+    file and a clip without a face; every request stays on the server (works offline)."""
     from playwright.sync_api import sync_playwright
 
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "attsf", "serve", "--run", str(demo_dir / "run"), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = _start_server(demo_dir / "run", port)
+    shots = Path(os.environ.get("ATTSF_SCREENSHOT_DIR") or tmp_path)
     try:
-        import httpx
-
-        for _ in range(120):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            raise AssertionError(f"server did not start: {server.stderr.read() if server.poll() is not None else ''}")
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"])
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            hosts = set()
+            page.on("request", lambda r: hosts.add(r.url.split("/")[2] if "://" in r.url else r.url.split(":")[0]))
             page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("document.getElementById('info').textContent.includes('Classes')")
+            page.wait_for_selector(".example")
+            page.wait_for_function("document.getElementById('info').textContent.includes('classes')")
             assert "generated clips" in page.text_content("#banner") and page.is_visible("#banner")
-            assert "chance 25 %" in page.text_content("#card") and "trained on demo" in page.text_content("#card")
-            page.set_input_files("#file", str(clips["video"]))
-            page.click("#go")
+            card = page.text_content("#card")
+            assert "25 % (4 classes)" in card and "demo" in card, card
+            titles = page.locator(".example").all_text_contents()
+            assert len(titles) == 3 and any("No face" in t for t in titles), titles
+
+            # 1. an example clip: recognised at a click, faces labelled with their times
+            page.click(".example[data-name='talking_face.mp4']")
             page.wait_for_selector("#result:not([hidden])", timeout=60000)
-            label = page.text_content("#label")
-            assert label in ("neutral", "happy", "sad", "angry")
-            assert page.locator("#faces img").count() == 15
-            assert page.locator(".chart").count() == 3
-            shot = tmp_path / "web_page.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-            page.set_input_files("#file", str(clips["audio"]))  # audio only: no "Fused" chart, no face count
+            assert page.text_content("#label") in ("neutral", "happy", "sad", "angry")
+            assert page.locator("#faces img").count() == 15 and page.locator(".chart").count() == 3
+            captions = page.locator("#faces figcaption").all_text_contents()
+            times = [float(c.split(" s")[0]) for c in captions]
+            assert times == sorted(times) and 0 < times[0] < times[-1] < 3.0, captions
+            ticks = page.locator(".chart").first.locator(".ticks span").all_text_contents()
+            assert ticks == ["0", "25", "50", "75", "100 %"]
+            assert page.locator("#preview video").count() == 1 and page.is_hidden("#spinner")
+            page.screenshot(path=str(shots / "page_example.png"), full_page=True)
+
+            # 2. drag-and-drop shows a preview and waits for the button
+            _drop(page, clips["small"])
+            page.wait_for_selector("#preview video")
+            assert "small.mp4" in page.text_content("#status") and page.is_enabled("#go")
+
+            # 3. an upload through the file chooser: audio only, so one chart and no faces
+            page.set_input_files("#file", str(clips["audio"]))
+            assert page.locator("#preview audio").count() == 1
             page.click("#go")
-            page.wait_for_function("document.getElementById('mods').textContent.includes('from audio)')")
-            titles = page.locator(".chart h3").all_text_contents()
-            assert titles == ["Audio head (the answer: no video in this clip)"], titles
-            # an error shows in the page
+            page.wait_for_function("document.getElementById('mods').textContent === 'from audio'")
+            assert page.locator(".chart h3").all_text_contents() == ["Audio head (the answer: no video in this clip)"]
+            assert page.is_hidden("#faces-block")
+            page.screenshot(path=str(shots / "page_upload_audio.png"), full_page=True)
+
+            # 4. a bad file: the reason, no result
             bad = tmp_path / "bad.mp4"
             bad.write_text("not a video")
             page.set_input_files("#file", str(bad))
             page.click("#go")
             page.wait_for_function("document.getElementById('error').textContent.length > 0")
-            assert "not a media file" in page.text_content("#error")
+            assert "bad.mp4: not a media file" in page.text_content("#error") and page.is_hidden("#result")
+            page.screenshot(path=str(shots / "page_bad_file.png"), full_page=True)
+
+            # 5. a clip without a face (an example): refused with the reason
+            page.click(".example[data-name='no_face.mp4']")
+            page.wait_for_function("document.getElementById('error').textContent.includes('no face')", timeout=60000)
+            assert "no_face.mp4: no face detected in any of the 15 sampled frames" in page.text_content("#error")
+            page.screenshot(path=str(shots / "page_no_face.png"), full_page=True)
             browser.close()
-        if os.environ.get("ATTSF_SCREENSHOT_DIR"):
-            shutil.copy(shot, Path(os.environ["ATTSF_SCREENSHOT_DIR"]) / "web_page.png")
+        assert hosts == {f"127.0.0.1:{port}"} | ({"blob"} & hosts) | ({"data"} & hosts), hosts
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -6,9 +6,10 @@ import re
 
 import numpy as np
 from conftest import run_cli
+from PIL import Image
 
 from attsf.overview import fold_robustness, fold_summary, pooled_confusion
-from attsf.report import fusion_cases, tsne_embedding
+from attsf.report import fusion_cases, fusion_section, metric_rows, tsne_embedding
 
 
 def test_tsne_is_deterministic_for_a_seed():
@@ -24,6 +25,16 @@ def test_fusion_cases():
     cases = fusion_cases(pred, ["c0", "c1", "c2", "c3"], ["x", "y", "z"])
     assert cases["helps"] == [["c0", "x", "y", "z", "x"]]  # both heads wrong, fused right
     assert [r[0] for r in cases["hurts"]] == ["c2"]  # a head right, fused wrong (c3: all wrong)
+    pred["logits"] = eye[[1, 0, 2, 1]]  # fused never right where both heads are wrong; c1 hurts
+    helps, hurts = fusion_section(fusion_cases(pred, ["c0", "c1", "c2", "c3"], ["x", "y", "z"]))
+    assert "(0 clips" in helps and helps.endswith("<p>none</p>") and "<table>" in hurts
+
+
+def test_metric_names_are_readable():
+    rows = dict(metric_rows({"accuracy": 0.5, "unweighted_accuracy": 0.25, "n": 40, "accuracy_a_head": 0.125,
+                             "per_class_recall": {"x": 1.0}, "mae": 0.51234}))
+    assert rows == {"Accuracy (weighted accuracy, WA)": "50.00 %", "Unweighted accuracy (UA: mean class recall)": "25.00 %",
+                    "Test clips": "40", "Accuracy of the audio head alone": "12.50 %", "Mean absolute error": "0.5123"}
 
 
 def test_report_is_self_contained(demo_dir):
@@ -42,6 +53,9 @@ def test_report_is_self_contained(demo_dir):
     assert "<h2>Provenance</h2>" in page and "seed, threads" in page and commit[:10] in page
     for name in ("confusion", "tsne", "curves", "robustness"):
         assert (run / "figures" / f"{name}.png").stat().st_size > 5000
+        with Image.open(run / "figures" / f"{name}.png") as im:
+            assert round(im.info["dpi"][0]) >= 150, name
+    assert "Accuracy (weighted accuracy, WA)" in page and "Chance (one class in n)</td><td>25.00 %" in page
 
 
 def test_cv_folder_pools_its_finished_folds(tmp_path):

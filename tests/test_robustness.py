@@ -50,6 +50,11 @@ def test_robustness_command(tiny_overrides, tmp_path):
     clean = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
     assert result["clean"] == pytest.approx(clean)
     assert all(0 <= v <= 1 for v in result["masked"]["audio"] + list(result["missing"].values()))
+    # with a modality missing, the head of the other answers, as `attsf predict` does; that
+    # head reads its own modality only, so it scores what it scores on clean input
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert result["fallback"] == pytest.approx({"audio": test["accuracy_v_head"], "visual": test["accuracy_a_head"]})
+    assert "missing, the other head answers" in out
     stamp = (run / "robustness.json").stat().st_mtime
     assert run_cli("robustness", str(run), "--fractions", "0.5,1.0", "--snr", "none").stdout == out
     assert (run / "robustness.json").stat().st_mtime == stamp  # same settings: reused

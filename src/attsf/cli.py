@@ -258,7 +258,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from attsf.serve import ServeLimits, serve
 
     limits = ServeLimits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_seconds, max_pending=args.max_pending)
-    serve(args.run, args.host, args.port, limits)
+    serve(args.run, args.host, args.port, limits, args.examples)
 
 
 def _parse_shard(spec: str) -> tuple[int, int]:
@@ -400,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-mb", type=float, default=50, help="upload size limit in MB")
     sv.add_argument("--max-seconds", type=float, default=60, help="clip duration limit")
     sv.add_argument("--max-pending", type=int, default=4, help="requests in flight before 503")
+    sv.add_argument("--examples", help="folder of clips the page offers as examples (default: three generated ones)")
     sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="build a small sample set, train and evaluate (about 1 minute on 2 CPU cores)")

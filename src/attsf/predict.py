@@ -26,11 +26,11 @@ from attsf.card import model_card
 from attsf.config import Config, load_config
 from attsf.data import normalize
 from attsf.data.audio import mfcc
-from attsf.data.clips import PrepSettings, face_crops
-from attsf.data.media import probe, read_audio
+from attsf.data.clips import PrepSettings, clip_audio, clip_faces
+from attsf.data.media import probe
 from attsf.efficientface import EfficientFace
 from attsf.errors import AttsfError
-from attsf.evaluate import BEST, CONFIG_FILE, load_weights
+from attsf.evaluate import BEST, load_weights, open_run
 from attsf.io import read_json
 from attsf.model import build_model
 
@@ -45,6 +45,7 @@ class Prediction:
     modalities: list[str] = field(default_factory=list)
     face_boxes: list[list[float]] = field(default_factory=list)  # per frame, x0 y0 x1 y1 full-frame pixels
     face_detected: list[bool] = field(default_factory=list)  # per frame: MTCNN found the face (else a fallback box)
+    face_times: list[float] = field(default_factory=list)  # per frame: seconds from the clip start
     fallback_frames: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     error: str | None = None
@@ -100,47 +101,43 @@ class EmotionRecognizer:
         """A run directory (its best weights) or a ``.safetensors`` weights file with its
         ``.json`` sidecar."""
         path = Path(path)
-        weights = path / BEST if path.is_dir() else path
-        if not weights.is_file():
-            what = "run directory without checkpoints/best.safetensors" if path.is_dir() else "weights file not found"
-            raise AttsfError(f"{path}: {what}")
-        side_path = weights.with_suffix(".json")
-        side = read_json(side_path)
-        if "config" not in side or "labels" not in side:
-            raise AttsfError(f"{side_path}: not an attsf checkpoint sidecar (config, labels missing)")
-        cfg = load_config(path / CONFIG_FILE) if path.is_dir() else load_config(base=side["config"])
+        if path.is_dir():  # a run directory: opened as evaluate does
+            run = open_run(path)
+            weights, cfg, labels, model = path / BEST, run.cfg, run.labels, run.model
+            side = read_json(weights.with_suffix(".json"))
+        else:
+            if not path.is_file():
+                raise AttsfError(f"{path}: weights file not found")
+            weights, side = path, read_json(path.with_suffix(".json"))
+            if "config" not in side or "labels" not in side:
+                raise AttsfError(f"{path.with_suffix('.json')}: not an attsf checkpoint sidecar (config, labels missing)")
+            cfg, labels = load_config(base=side["config"]), list(side["labels"])
+            model = build_model(cfg.model)
+            load_weights(model, weights)
         preprocessing = side.get("preprocessing") or _cache_settings(cfg)
-        model = build_model(cfg.model)
-        load_weights(model, weights)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(cfg, list(side["labels"]), model, preprocessing, device, model_card(weights, side))
+        return cls(cfg, labels, model, preprocessing, device, model_card(weights, side))
 
     # ------------------------------------------------------------------ inference
     def prepare(self, path: str | Path) -> tuple[Prediction, dict[str, torch.Tensor]]:
         path = Path(path)
-        result, arrays, t = Prediction(str(path)), {}, time.perf_counter()
+        result, arrays = Prediction(str(path)), {}
         info = probe(path)
         if not info.has_audio and not info.has_video:
             raise AttsfError(f"{path}: no audio or video stream")
         wants_video = self.visual_kind != "none"
         if info.has_audio:
-            y = read_audio(path, self.prep.audio.sample_rate)
-            result.timings["decode_audio"] = time.perf_counter() - t
-            t = time.perf_counter()
-            arrays["audio"] = torch.from_numpy(mfcc(y, self.prep.audio))
-            result.timings["mfcc"] = time.perf_counter() - t
+            arrays["audio"] = torch.from_numpy(clip_audio(path, self.prep.audio, timings=result.timings))
             result.modalities.append("audio")
         if info.has_video and wants_video:
-            crops = face_crops(path, self.prep, self.cropper, timings=result.timings)
-            result.faces, result.fallback_frames = crops.frames, crops.fallback_frames
+            visual, crops = clip_faces(path, self.prep, self.cropper, self.encoder, timings=result.timings)
+            result.faces, result.fallback_frames, result.face_times = crops.frames, crops.fallback_frames, crops.times
             result.face_boxes, result.face_detected = crops.rounded_boxes(), list(crops.detected)
             if not any(crops.detected):
                 raise AttsfError(f"{path}: no face detected in any of the {len(crops.detected)} sampled frames; "
                                  "this model needs a visible face (an audio file is answered from its audio)")
-            if self.encoder is not None:
-                arrays["visual"] = torch.from_numpy(self.encoder(crops.frames))
-            else:
-                arrays["visual"] = torch.from_numpy(crops.frames).permute(0, 3, 1, 2).contiguous()
+            visual = torch.from_numpy(visual)
+            arrays["visual"] = visual if self.encoder is not None else visual.permute(0, 3, 1, 2).contiguous()
             result.modalities.append("video")
         if "audio" not in arrays and (not wants_video or "visual" not in arrays):
             raise AttsfError(f"{path}: no audio stream, and this run does not use video")

@@ -24,22 +24,32 @@ import numpy as np  # noqa: E402
 
 from attsf.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 
+DPI = 150  # print quality
+
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
 
-def confusion_figure(confusion: list[list[int]], labels: list[str]) -> bytes:
+def confusion_figure(confusion: list[list[int]], labels: list[str], title: str = "Confusion matrix") -> bytes:
+    """Counts and row-normalised values (the recall of each true class) in every cell,
+    coloured by the normalised value."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
     cm = np.asarray(confusion, dtype=float)
     norm = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(labels), 0.8 + 0.6 * len(labels)))
-    ConfusionMatrixDisplay(norm, display_labels=labels).plot(ax=ax, cmap="Blues", values_format=".2f", colorbar=False)
-    ax.set_title("Normalised confusion matrix (rows: true class)")
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(labels), 0.9 + 0.7 * len(labels)))
+    disp = ConfusionMatrixDisplay(norm, display_labels=labels).plot(ax=ax, cmap="Blues", colorbar=False,
+                                                                  values_format=".2f")
+    for (i, j), text in np.ndenumerate(disp.text_):
+        text.set_text(f"{int(cm[i, j])}\n{norm[i, j]:.2f}")
+        text.set_fontsize(7 if len(labels) > 6 else 9)
+    ax.set_title(f"{title}\n(count and share of the true class per cell)", fontsize=10)
+    ax.set_ylabel("true class")
+    ax.set_xlabel("predicted class")
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     return _png(fig)
 
@@ -78,44 +88,77 @@ def epoch_series(metrics_csv: Path) -> dict[str, dict[int, float]]:
     return series
 
 
-def curves_figure(metrics_csv: Path) -> bytes | None:
+# losses a run logs, by panel: the classification losses, then L_sim (larger, on its own axis)
+CLASS_LOSSES = {"loss_av": "fused head", "loss_a": "audio head", "loss_v": "visual head", "loss": "total"}
+
+
+def curves_figure(metrics_csv: Path, best_epoch: int | None = None, n_classes: int | None = None) -> bytes | None:
+    """Accuracy (or MAE) with chance and the best epoch marked, the classification losses,
+    and L_sim apart (its scale would flatten the others)."""
     if not metrics_csv.is_file():
         return None
     series = epoch_series(metrics_csv)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key in ("train_acc", "val_acc", "train_mae", "val_mae"):
+    has_sim = "train_loss_sim" in series
+    fig, axes = plt.subplots(1, 3 if has_sim else 2, figsize=(13 if has_sim else 9, 3.6))
+    plot = lambda ax, key, label, **kw: ax.plot(list(series[key]), list(series[key].values()), label=label, **kw)  # noqa: E731
+    acc = axes[0]
+    for key, label in (("train_acc", "train"), ("val_acc", "validation"), ("train_mae", "train"), ("val_mae", "validation")):
         if key in series:
-            a1.plot(list(series[key]), list(series[key].values()), label=key)
-    for key in ("train_loss", "val_loss", "train_loss_sim", "val_loss_sim"):
-        if key in series:
-            a2.plot(list(series[key]), list(series[key].values()), label=key)
-    a1.set_title("accuracy / MAE per epoch")
-    a2.set_title("losses per epoch")
-    a2.set_yscale("log")
-    for ax in (a1, a2):
+            plot(acc, key, label, marker=".")
+    if "val_acc" in series:
+        acc.set_title("Accuracy per epoch")
+        acc.set_ylabel("accuracy")
+        if n_classes:
+            acc.axhline(1 / n_classes, color="grey", ls=":", label=f"chance ({100 / n_classes:.1f} %)")
+    else:
+        acc.set_title("MAE per epoch")
+    cls = axes[1]
+    parts = [k for k in CLASS_LOSSES if f"train_{k}" in series]
+    parts = [k for k in parts if k != "loss"] or parts  # the total only when there are no parts
+    for i, key in enumerate(parts):
+        color = plt.get_cmap("tab10")(i)
+        plot(cls, f"train_{key}", f"train, {CLASS_LOSSES[key]}", color=color)
+        if f"val_{key}" in series:
+            plot(cls, f"val_{key}", f"validation, {CLASS_LOSSES[key]}", color=color, ls="--")
+    cls.set_title("Classification losses" if parts != ["loss"] else "Loss")
+    if has_sim:
+        plot(axes[2], "train_loss_sim", "train")
+        if "val_loss_sim" in series:
+            plot(axes[2], "val_loss_sim", "validation", ls="--")
+        axes[2].set_title("L_sim (similarity loss, eq. 17)")
+    for ax in axes:
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="#d62728", lw=1, alpha=.7, label=f"best epoch ({best_epoch})")
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
     return _png(fig)
 
 
 def robustness_figure(result: dict) -> bytes:
+    """Accuracy with a fraction r of one modality replaced by noise (from r = 0, clean), and
+    with noisy audio at the measured SNRs."""
     noise = "noise" in result
     fig, axes = plt.subplots(1, 2 if noise else 1, figsize=(10 if noise else 6, 4), squeeze=False)
     scale = 1 if result["metric"] == "mae" else 100
     ylabel = f"test {result['metric']}" + (" %" if scale == 100 else "")
     ax = axes[0, 0]
+    fractions = [0.0, *result["fractions"]]
     for m, values in result["masked"].items():
-        ax.plot(result["fractions"], np.array(values) * scale, marker="o", label=f"{m} masked")
-    ax.axhline(result["clean"] * scale, color="grey", ls="--", label="clean")
-    ax.set_xlabel("fraction r of time steps replaced by noise")
+        ax.plot(fractions, np.array([result["clean"], *values]) * scale, marker="o", label=f"{m} masked")
+    ax.set_xticks(fractions)
+    ax.set_title("A fraction r of one modality replaced by noise")
+    ax.set_xlabel("fraction r (0: clean)")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     if noise:
         ax = axes[0, 1]
         ax.plot(result["snr_db"], np.array(result["noise"]["audio"]) * scale, marker="o", label="noisy audio")
-        ax.axhline(result["clean"] * scale, color="grey", ls="--", label="clean")
+        ax.axhline(result["clean"] * scale, color="grey", ls="--", label="clean audio")
+        ax.set_xticks(result["snr_db"])
         ax.invert_xaxis()
-        ax.set_xlabel("SNR of white noise added to the audio (dB)")
+        ax.set_title("White noise added to the audio")
+        ax.set_xlabel("SNR (dB)")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -133,6 +176,43 @@ def fusion_cases(pred: dict[str, np.ndarray], ids: list[str], labels: list[str],
     helps = [row(i) for i in np.flatnonzero((f == y) & (a != y) & (v != y))]
     hurts = [row(i) for i in np.flatnonzero((f != y) & ((a == y) | (v == y)))]
     return {"helps": helps[:limit], "hurts": hurts[:limit], "n_helps": len(helps), "n_hurts": len(hurts)}
+
+
+METRIC_NAMES = {
+    "accuracy": "Accuracy (weighted accuracy, WA)", "unweighted_accuracy": "Unweighted accuracy (UA: mean class recall)",
+    "macro_f1": "Macro F1", "accuracy_a_head": "Accuracy of the audio head alone",
+    "accuracy_v_head": "Accuracy of the visual head alone", "n": "Test clips",
+    "mae": "Mean absolute error", "corr": "Pearson correlation", "acc7": "7-class accuracy",
+    "acc2_has0": "Binary accuracy (negative / non-negative)", "f1_has0": "Binary F1 (negative / non-negative)",
+    "acc2_non0": "Binary accuracy (zeros left out)", "f1_non0": "Binary F1 (zeros left out)",
+    "chance": "Chance (one class in n)",
+}
+PERCENT = {"accuracy", "unweighted_accuracy", "macro_f1", "accuracy_a_head", "accuracy_v_head", "acc7", "acc2_has0",
+           "f1_has0", "acc2_non0", "f1_non0", "chance"}
+
+
+def fusion_section(cases: dict) -> list[str]:
+    """The Fig. 4 tables of ``fusion_cases`` ("none" where no clip qualifies)."""
+    if not cases:
+        return []
+    head = ["clip", "true", "audio head", "visual head", "fused"]
+    whats = {"helps": "both unimodal heads wrong, fused right", "hurts": "a unimodal head right, fused wrong"}
+    parts = []
+    for key, what in whats.items():
+        shown = f", the first {len(cases[key])}" if 0 < len(cases[key]) < cases[f"n_{key}"] else ""
+        parts.append(f"<h2>Where fusion {key} ({cases[f'n_{key}']} clips: {what}{shown})</h2>"
+                     + (html_table(head, cases[key]) if cases[key] else "<p>none</p>"))
+    return parts
+
+
+def metric_rows(metrics: dict) -> list[list[str]]:
+    """[readable name, value] of every scalar metric; shares as %."""
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)):
+            shown = f"{100 * value:.2f} %" if key in PERCENT else str(value) if key == "n" else f"{value:.4f}"
+            rows.append([METRIC_NAMES.get(key, key.replace("_", " ")), shown])
+    return rows
 
 
 def html_table(head: list[str], rows: list[list]) -> str:
@@ -182,7 +262,9 @@ def build_report(run_dir: str | Path, seed: int = 0, cache: str | None = None) -
         figures["confusion"] = confusion_figure(metrics["confusion"], run.labels)
         if "features" in pred and len(pred["features"]) > 5:
             figures["tsne"] = tsne_figure(tsne_embedding(pred["features"], seed), pred["label"].astype(int), run.labels)
-    curves = curves_figure(root / "metrics.csv")
+    best = root / "checkpoints" / "best.json"
+    curves = curves_figure(root / "metrics.csv", json.loads(best.read_text()).get("epoch") if best.is_file() else None,
+                           None if regression else len(run.labels))
     if curves:
         figures["curves"] = curves
     robust_path = root / "robustness.json"
@@ -194,9 +276,9 @@ def build_report(run_dir: str | Path, seed: int = 0, cache: str | None = None) -
 
     parts = [f"<h1>attsf report: {html.escape(run.cfg.name)}</h1>",
              f"<p>Run <code>{html.escape(str(root))}</code>, test split, {metrics['n']} clips.</p>"]
-    scalars = [[k, f"{v * 100:.2f} %" if not regression and k != "n" else f"{v:.4f}"]
-               for k, v in metrics.items() if isinstance(v, (int, float))]
-    parts.append("<h2>Metrics</h2>" + html_table(["metric", "value"], scalars))
+    if not regression:
+        metrics["chance"] = 1 / len(run.labels)
+    parts.append("<h2>Metrics</h2>" + html_table(["metric", "value"], metric_rows(metrics)))
     if "per_class_recall" in metrics:
         parts.append("<h2>Per-class recall</h2>" + html_table(
             ["class", "recall"], [[k, f"{v * 100:.1f} %"] for k, v in metrics["per_class_recall"].items()]))
@@ -205,11 +287,6 @@ def build_report(run_dir: str | Path, seed: int = 0, cache: str | None = None) -
     for name, png in figures.items():
         parts.append(f"<h2>{titles[name]}</h2>{html_img(png, titles[name])}")
     cases = fusion_cases(pred, [r.id for r in dataset.records], run.labels) if not regression else {}
-    if cases:
-        head = ["clip", "true", "audio head", "visual head", "fused"]
-        parts.append(f"<h2>Where fusion helps ({cases['n_helps']} clips: both unimodal heads wrong, fused right)</h2>"
-                     + html_table(head, cases["helps"]))
-        parts.append(f"<h2>Where fusion hurts ({cases['n_hurts']} clips: a unimodal head right, fused wrong)</h2>"
-                     + html_table(head, cases["hurts"]))
+    parts += fusion_section(cases)
     parts.append(provenance_section(root / "metrics.json"))
     return write_page(root / "report.html", parts)

@@ -6,7 +6,9 @@ on the input's own scale (float inputs: a normal draw with the clip's mean and s
 deviation; uint8 face frames: uniform pixels). A sequence of length 1 (the OpenFace AU
 vector of the shared RAVDESS data) has no time steps to choose from, so there the fraction
 r of its *feature entries* is replaced instead. ``r = 1`` with ``missing=True`` sets the
-whole modality to zeros: the modality is absent.
+whole modality to zeros: the modality is absent. The fused head then still answers from
+zeros; ``fallback`` scores what ``attsf predict`` answers for a clip without that modality:
+the auxiliary head of the modality that is left (its AVAM encoder reads that modality only).
 
 ``NoisyAudio`` goes beyond the paper: white Gaussian noise at a given signal-to-noise
 ratio (the clip's mean power over the noise power, in dB) is added to each test clip's
@@ -114,22 +116,29 @@ def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.roun
     saved = run_dir / "robustness.json"
     if saved.is_file() and saved.stat().st_mtime > (run_dir / BEST).stat().st_mtime:
         previous = read_json(saved)
-        if all(previous.get(k) == v for k, v in settings.items()):
+        if all(previous.get(k) == v for k, v in settings.items()) and ("fallback" in previous or len(modalities) < 2):
             return previous
     dataset = ClipDataModule(run.cfg).dataset("test")
     regression = run.cfg.model.task == "regression"
     key = "mae" if regression else "accuracy"
 
-    def score(modality: str | None, fraction: float = 0.0, missing: bool = False, data: Dataset = dataset) -> float:
+    def score(modality: str | None, fraction: float = 0.0, missing: bool = False, data: Dataset = dataset,
+              head: str = "logits") -> float | None:
         g = torch.Generator().manual_seed(seed)
         transform = None if modality is None else (lambda b: corrupt(b, modality, fraction, g, missing))
         pred = predict_dataset(run.model, data, batch_size=32, transform=transform)
-        return float(metrics_for(pred, run.labels, regression)[key])
+        if head not in pred:
+            return None
+        return float(metrics_for(dict(pred, logits=pred[head]), run.labels, regression)[key])
 
-    result = {"metric": key, **settings, "clean": score(None), "masked": {}, "missing": {}}
+    result = {"metric": key, **settings, "clean": score(None), "masked": {}, "missing": {}, "fallback": {}}
     for m in modalities:
         result["masked"][m] = [score(m, r) for r in fractions]
         result["missing"][m] = score(m, 1.0, missing=True)
+        if len(modalities) == 2 and not regression:  # the head of the modality that is left
+            fallback = score(m, 1.0, missing=True, head="logits_v" if m == "audio" else "logits_a")
+            if fallback is not None:
+                result["fallback"][m] = fallback
     if settings["snr_db"]:
         audio = PrepSettings.from_index(dataset.cache.settings).audio
         waveforms = [clip_waveform(r, audio.sample_rate) for r in dataset.records]
@@ -141,11 +150,15 @@ def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.roun
 
 def robustness_table(result: dict) -> str:
     pct = 1 if result["metric"] == "mae" else 100
-    head = "| modality | " + " | ".join(f"r={r:.1f}" for r in result["fractions"]) + " | missing |"
+    fallback = result.get("fallback") or {}
+    head = ("| modality | " + " | ".join(f"r={r:.1f}" for r in result["fractions"]) + " | missing |"
+            + (" missing, the other head answers |" if fallback else ""))
     lines = [f"Test {result['metric']} (clean: {result['clean'] * pct:.2f}) with a fraction r of one modality's "
-             "time steps replaced by noise", "", head, "|" + " --- |" * (len(result["fractions"]) + 2)]
+             "time steps replaced by noise", "", head, "|" + " --- |" * (len(result["fractions"]) + 2 + bool(fallback))]
     for m, values in result["masked"].items():
-        lines.append(f"| {m} | " + " | ".join(f"{v * pct:.2f}" for v in values) + f" | {result['missing'][m] * pct:.2f} |")
+        other = f" {fallback[m] * pct:.2f} |" if m in fallback else " |" * bool(fallback)
+        lines.append(f"| {m} | " + " | ".join(f"{v * pct:.2f}" for v in values) + f" | {result['missing'][m] * pct:.2f} |"
+                     + other)
     if "noise" in result:
         lines += ["", f"Test {result['metric']} with white noise added to the audio waveform", "",
                   "| SNR | " + " | ".join(f"{s:g} dB" for s in result["snr_db"]) + " |",
@@ -162,7 +175,8 @@ def mean_robustness(results: list[dict]) -> dict:
     first = results[0]
     out = dict(first, clean=mean(lambda r: r["clean"]), n_folds=len(results),
                masked={m: mean(lambda r, m=m: r["masked"][m]) for m in first["masked"]},
-               missing={m: mean(lambda r, m=m: r["missing"][m]) for m in first["missing"]})
+               missing={m: mean(lambda r, m=m: r["missing"][m]) for m in first["missing"]},
+               fallback={m: mean(lambda r, m=m: r["fallback"][m]) for m in first.get("fallback", {})})
     if "noise" in first:
         out["noise"] = {"audio": mean(lambda r: r["noise"]["audio"])}
     return out

@@ -6,7 +6,10 @@ busy server (``max_pending`` uploads in flight) answers 503 before reading a bod
 (``UploadGuard``). Uploads are recognised by probing their content with PyAV (never by the
 file name), checked for duration, and answered with a 4xx and a one-line reason when
 unusable. Predictions run in a worker thread, one at a time, so the server keeps answering
-/health under load.
+/health under load. The page offers example clips (``/examples``): a folder of the user's
+own (``--examples``), or three clips generated at start-up. The API is described by
+``/openapi.json``; there is no ``/docs`` page, as FastAPI's loads its scripts from a CDN
+and the server must work offline.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, File, HTTPException, UploadFile
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 
 from attsf.data.media import probe
 from attsf.errors import AttsfError
@@ -32,6 +35,7 @@ from attsf.predict import EmotionRecognizer
 # containers PyAV reports for the accepted uploads: mp4/mov/m4a, mkv/webm, and audio files
 ACCEPTED_FORMATS = {"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "wav", "flac", "ogg", "mp3", "avi"}
 CHUNK = 1 << 20
+EXAMPLE_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".m4a", ".wav", ".flac", ".ogg", ".mp3"}
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,23 @@ async def _reply(send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits()) -> FastAPI:
-    app = FastAPI(title="attsf", version="1", description="ATTSF-Net audio-visual emotion recognition")
+def example_files(folder: str | Path) -> dict[str, str]:
+    """The media files of a user's ``--examples`` folder (file name -> title)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AttsfError(f"{folder}: examples folder not found")
+    found = {f.name: f.stem.replace("_", " ") for f in sorted(folder.iterdir())
+             if f.is_file() and f.suffix.lower() in EXAMPLE_SUFFIXES}
+    if not found:
+        raise AttsfError(f"{folder}: no media files ({', '.join(sorted(EXAMPLE_SUFFIXES))}) to offer as examples")
+    return found
+
+
+def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(),
+               examples: tuple[Path, dict[str, str]] | None = None) -> FastAPI:
+    """The app; ``examples`` is a folder and its offered files (name -> title)."""
+    app = FastAPI(title="attsf", version="1", description="ATTSF-Net audio-visual emotion recognition",
+                  docs_url=None, redoc_url=None)
     app.add_middleware(UploadGuard, limits=limits)
     lock = threading.Lock()  # one prediction at a time: the model and MTCNN are not shared across threads
 
@@ -113,6 +132,20 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
         return {"status": "ok", "labels": recognizer.labels, "modalities": recognizer.card.get("modalities", []),
                 "visual_input": recognizer.visual_kind, "model": recognizer.card,
                 "max_upload_mb": limits.max_bytes / 2**20, "max_seconds": limits.max_seconds}
+
+    @app.get("/examples")
+    def example_list() -> list[dict]:
+        if examples is None:
+            return []
+        return [{"name": name, "title": title, "url": f"/examples/{name}",
+                 "kind": "audio" if Path(name).suffix.lower() in {".wav", ".flac", ".ogg", ".mp3", ".m4a"} else "video"}
+                for name, title in examples[1].items()]
+
+    @app.get("/examples/{name}", include_in_schema=False)
+    def example_file(name: str) -> FileResponse:
+        if examples is None or name not in examples[1]:  # only the listed files, never a path
+            raise HTTPException(404, "no such example")
+        return FileResponse(examples[0] / name)
 
     @app.post("/predict")
     async def predict(file: Annotated[UploadFile, File()], faces: bool = False) -> dict:
@@ -154,11 +187,20 @@ def _checked_predict(recognizer: EmotionRecognizer, path: Path, limits: ServeLim
         raise HTTPException(422, str(exc).replace(f"{path}: ", "")) from None
 
 
-def serve(run: str, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits = ServeLimits()) -> None:
+def serve(run: str, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits = ServeLimits(),
+          examples: str | None = None) -> None:
+    """Serve the page and API until interrupted; ``examples``: a folder of clips the page
+    offers (default: three generated at start-up)."""
     import uvicorn
 
+    from attsf.data.synthetic import example_clips
+
     recognizer = EmotionRecognizer.from_pretrained(run)
-    recognizer.warmup()
-    app = create_app(recognizer, limits)
-    print(f"attsf serve: http://{host}:{port}/  (API: /predict, /health, /docs)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    offered = example_files(examples) if examples else None
+    with tempfile.TemporaryDirectory(prefix="attsf-examples-") as tmp:
+        folder = Path(examples) if examples else Path(tmp)
+        offered = offered or example_clips(folder)
+        recognizer.warmup()
+        app = create_app(recognizer, limits, (folder, offered))
+        print(f"attsf serve: http://{host}:{port}/  (API: POST /predict, GET /health, /openapi.json)")
+        uvicorn.run(app, host=host, port=port, log_level="warning")

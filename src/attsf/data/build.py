@@ -75,9 +75,10 @@ def build_cache(dataset: str, root: str | Path, out: str | Path, opts: BuildOpti
         from attsf.data.ravdess import LABELS, audio_au_jobs
 
         audio_cfg = AudioConfig(pad=opts.pad)
-        jobs, failures, visual = audio_au_jobs(root, opts.au_csv, audio_cfg)
+        jobs, failures, visual, joined = audio_au_jobs(root, opts.au_csv, audio_cfg)
         settings = PrepSettings(audio=audio_cfg, visual="features").index_entry() | {"visual": visual}
-        return run_jobs(jobs, out, dataset=dataset, labels=LABELS, settings=settings, failures=failures, **common)
+        return run_jobs(jobs, out, dataset=dataset, labels=LABELS, settings=settings, failures=failures,
+                        found=joined, **common)
     if dataset == "mosi" and Path(root).suffix == ".pkl":
         from attsf.data.mosi import LABELS, pickle_jobs
 

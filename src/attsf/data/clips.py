@@ -191,8 +191,9 @@ def _openface_aus(path: Path) -> np.ndarray:
 
 def face_crops(path: Path, settings: PrepSettings, cropper, segment: tuple[float, float] | None = None,
                region: tuple[float, float] | None = None, timings: dict[str, float] | None = None) -> FaceCrops:
-    """Sample the frames of a clip and crop its faces; boxes in full-frame pixels.
-    ``timings`` (if given) receives the seconds spent decoding and on faces."""
+    """Sample the frames of a clip and crop its faces; boxes in full-frame pixels, times in
+    seconds from the clip start. ``timings`` (if given) receives the seconds spent decoding
+    and on faces."""
     t = time.perf_counter()
     frames = sample_frames(path, settings.n_frames, settings.span, settings.faces.detect_height, segment, region)
     t_decoded = time.perf_counter()
@@ -201,7 +202,29 @@ def face_crops(path: Path, settings: PrepSettings, cropper, segment: tuple[float
         timings["decode_video"], timings["faces"] = t_decoded - t, time.perf_counter() - t_decoded
     if frames.offset_x:
         crops.boxes = [(b[0] + frames.offset_x, b[1], b[2] + frames.offset_x, b[3]) for b in crops.boxes]
+    crops.times = [round(float(x), 2) for x in frames.times]
     return crops
+
+
+def clip_audio(path: Path, cfg: AudioConfig, segment: tuple[float, float] | None = None,
+               timings: dict[str, float] | None = None) -> np.ndarray:
+    """The MFCC input of a clip's audio (``timings`` receives decoding and MFCC seconds)."""
+    t = time.perf_counter()
+    y = read_audio(path, cfg.sample_rate, segment)
+    t_decoded = time.perf_counter()
+    x = mfcc(y, cfg)
+    if timings is not None:
+        timings["decode_audio"], timings["mfcc"] = t_decoded - t, time.perf_counter() - t_decoded
+    return x
+
+
+def clip_faces(path: Path, settings: PrepSettings, cropper, encoder=None, segment: tuple[float, float] | None = None,
+               region: tuple[float, float] | None = None,
+               timings: dict[str, float] | None = None) -> tuple[np.ndarray, FaceCrops]:
+    """The visual input of a clip from its face crops: the crops themselves (``faces``) or
+    their EfficientFace features (``encoder``), with the crops for boxes and fallbacks."""
+    crops = face_crops(path, settings, cropper, segment, region, timings)
+    return (crops.frames if encoder is None else encoder(crops.frames)), crops
 
 
 @dataclass(frozen=True)
@@ -218,9 +241,9 @@ class ClipJob:
         return self.source.clip_id
 
     def audio(self) -> np.ndarray:
-        src, cfg = self.source, self.settings.audio
+        src = self.source
         segment = None if src.audio else src.segment  # a separate audio file is the utterance already
-        return mfcc(read_audio(src.audio or src.media, cfg.sample_rate, segment), cfg)
+        return clip_audio(src.audio or src.media, self.settings.audio, segment)
 
     def visual(self, extra: dict) -> tuple[np.ndarray | None, int]:
         src, s = self.source, self.settings
@@ -230,12 +253,11 @@ class ClipJob:
             if src.features is None:
                 raise AttsfError(f"{src.media}: no feature file given for this clip")
             return read_features(src.features, s.n_frames), 0
-        faces = face_crops(src.media, s, _face_cropper(s.faces), src.segment, src.region)
+        encoder = _face_encoder(s.weights) if s.visual == "efficientface" else None
+        visual, faces = clip_faces(src.media, s, _face_cropper(s.faces), encoder, src.segment, src.region)
         extra["face_boxes"] = faces.rounded_boxes()
         extra["face_detected"] = faces.detected
-        if s.visual == "efficientface":
-            return _face_encoder(s.weights)(faces.frames), faces.fallback_frames
-        return faces.frames, faces.fallback_frames
+        return visual, faces.fallback_frames
 
     def __call__(self) -> tuple[ClipRecord, dict[str, np.ndarray]]:
         src = self.source

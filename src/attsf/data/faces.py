@@ -14,7 +14,7 @@ detections this way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -45,6 +45,7 @@ class FaceCrops:
     boxes: list[Box]  # the square crop box per frame, full-resolution pixels
     detected: list[bool]  # False where the frame fell back
     fallback_frames: int
+    times: list[float] = field(default_factory=list)  # seconds from the clip start, per frame
 
     def rounded_boxes(self) -> list[list[float]]:
         return [[round(v, 1) for v in box] for box in self.boxes]

@@ -62,8 +62,10 @@ def _reason(exc: BaseException, path: str) -> str:
 
 def run_jobs(jobs: Sequence[Job], cache_dir: str | Path, *, dataset: str, labels: list[str], settings: dict,
              workers: int = 1, shard: tuple[int, int] = (0, 1), failures: list[tuple[str, str]] | None = None,
-             progress: bool = True, on_done: Callable[[str], None] | None = None, device: str = "cpu") -> Summary:
-    """Run the jobs of shard ``shard`` into ``cache_dir`` (MTCNN on ``device``)."""
+             progress: bool = True, on_done: Callable[[str], None] | None = None, device: str = "cpu",
+             found: str = "") -> Summary:
+    """Run the jobs of shard ``shard`` into ``cache_dir`` (MTCNN on ``device``); ``found``
+    says how the clips were found, in the opening line (e.g. how many joined an AU table)."""
     from attsf.data.clips import DEVICE, worker_init
 
     DEVICE["faces"] = device
@@ -81,7 +83,8 @@ def run_jobs(jobs: Sequence[Job], cache_dir: str | Path, *, dataset: str, labels
         else:
             todo.append(job)
     if progress and todo:
-        print(f"preprocess: {len(jobs)} clips found" + (f", {len(mine)} in shard {index}/{count}" if count > 1 else "")
+        print(f"preprocess: {len(jobs)} clips found" + (f" ({found})" if found else "")
+              + (f", {len(mine)} in shard {index}/{count}" if count > 1 else "")
               + f"; {summary.skipped} already cached, {len(todo)} to do", file=sys.stderr, flush=True)
     bar = progress_bar(len(todo), "preprocess", progress and bool(todo))
 

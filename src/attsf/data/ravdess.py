@@ -96,10 +96,10 @@ def media_sources(root: str | Path, audio_only: bool = False) -> tuple[list[Clip
 
 
 def audio_au_jobs(root: str | Path, au_csv: str | Path,
-                  audio_cfg: AudioConfig) -> tuple[list[ClipJob], list[tuple[str, str]], dict]:
+                  audio_cfg: AudioConfig) -> tuple[list[ClipJob], list[tuple[str, str]], dict, str]:
     """The audio-only speech files joined by clip id with the OpenFace AU table, each AU
-    vector a visual feature sequence of length 1: jobs, unusable files, and the index's
-    visual entry."""
+    vector a visual feature sequence of length 1: jobs, unusable files, the index's
+    visual entry, and a line saying how many files joined the table."""
     names, table = read_au_table(au_csv)
     sources, failures = media_sources(root, audio_only=True)
     settings = PrepSettings(audio=audio_cfg, visual="features")
@@ -112,4 +112,5 @@ def audio_au_jobs(root: str | Path, au_csv: str | Path,
             continue
         jobs.append(ClipJob(replace(src, clip_id=av_id, features=au[None, :]), settings))
     visual = {"kind": "features", "dim": len(names), "names": names, "source": str(au_csv)}
-    return jobs, failures, visual
+    joined = f"{len(jobs)} of {len(sources)} speech files joined the AU table ({len(table)} rows)"
+    return jobs, failures, visual, joined

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import soundfile as sf
 
 # The face in skimage.data.astronaut() (512x512), hairline to chin and ear to ear,
 # annotated by eye: x0, y0, x1, y1.
@@ -137,3 +138,18 @@ def talking_clip(path: str | Path, label: str = "happy", speaker: int = 0, seed:
     write_media(path, actors=[actor], seconds=seconds, size=size, fps=fps, vcodec=vcodec,
                 audio=speech_like(label, speaker, rng, seconds))
     return actor
+
+
+def example_clips(root: str | Path) -> dict[str, str]:
+    """Three small generated clips for the web page's examples (file name -> title): a
+    talking face, a voice without video, and a video without a face. They are generated
+    media: they show how the page answers, not what a real model predicts on real people."""
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    talking_clip(root / "talking_face.mp4", label="happy", seconds=3.0, size=(640, 360), fps=25)
+    write_media(root / "no_face.mp4", actors=[], seconds=2.0, size=(640, 360), fps=25,
+                audio=speech_like("sad", 1, rng, 2.0))
+    sf.write(root / "voice.wav", speech_like("angry", 2, rng, 3.0), 16000)
+    return {"talking_face.mp4": "Talking face (generated video with a voice)",
+            "voice.wav": "Voice only (generated audio)",
+            "no_face.mp4": "No face (generated video of an empty scene)"}
