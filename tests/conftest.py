@@ -54,7 +54,7 @@ def tiny_overrides(tiny_cache) -> list[str]:
 
 
 def run_cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env = dict(os.environ, PYTHONWARNINGS="ignore") | kw.pop("env", {})
     proc = subprocess.run([sys.executable, "-m", "attsf", *args], capture_output=True, text=True, env=env,
                           cwd=kw.pop("cwd", ROOT), **kw)
     if check and proc.returncode != 0:

@@ -128,7 +128,10 @@ RECIPE = ["augment.time_masks=2", "augment.freq_masks=1", "augment.time_shift=4"
 def test_cv_over_seeds_with_the_whole_recipe(tiny_overrides, tmp_path):
     args = ("cv", "configs/ravdess_au.yaml", *tiny_overrides, *RECIPE, "train.max_epochs=2", "--folds", "0",
             "--seeds", "0,1", "--jobs", "2", "--out", str(tmp_path))
-    out = run_cli(*args).stdout
+    proc = run_cli(*args, env={"PYTHONWARNINGS": ""})  # the warnings a user would see, worker processes too
+    out = proc.stdout
+    for noise in ("LeafSpec", "Experiment logs directory", "exists and is not empty"):
+        assert noise not in proc.stderr, proc.stderr
     summary = json.loads((tmp_path / "cv.json").read_text())
     assert set(summary["folds"]) == {"seed0/fold0", "seed1/fold0"} and set(summary["seeds"]) == {"0", "1"}
     accs = [f["test_accuracy"] for f in summary["folds"].values()]

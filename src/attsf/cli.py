@@ -6,10 +6,9 @@ import argparse
 import json
 import logging
 import sys
-import warnings
 from pathlib import Path
 
-from attsf.errors import AttsfError
+from attsf.errors import AttsfError, quiet_library_warnings
 
 log = logging.getLogger("attsf")
 
@@ -415,9 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resuming
+    quiet_library_warnings()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may also follow options such as --out

@@ -1,5 +1,17 @@
-"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+"""The one exception type the CLI turns into a one-line message and a non-zero exit, and the
+library warnings an attsf user is spared."""
+
+import warnings
 
 
 class AttsfError(Exception):
     """A user-facing error: bad input, a missing file, a config key that does not exist."""
+
+
+def quiet_library_warnings() -> None:
+    """Leave out the libraries' warnings that say nothing to an attsf user: Lightning's about
+    a run directory that already holds attsf's own files (or a run being resumed), and a
+    deprecation inside Lightning. Called in every process that trains (spawned ones too)."""
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")

@@ -103,18 +103,28 @@ def robustness_comparison_figure(means: list[tuple[Row, dict]]) -> bytes:
 
 
 def fold_curves_figure(models: list[tuple[str, list[Path]]]) -> bytes:
-    """Train and validation accuracy per epoch of every fold, one panel per model."""
+    """Train and validation accuracy per epoch of every fold, one panel per model, with each
+    fold's best epoch (the evaluated weights) marked and chance drawn."""
     cols = min(3, len(models))
     rows = -(-len(models) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False, sharey=True)
     cmap = plt.get_cmap("tab10")
     for ax, (name, folds) in zip(axes.flat, models):
+        n_classes = None
         for i, fold in enumerate(folds):
             series = epoch_series(fold / "metrics.csv") if (fold / "metrics.csv").is_file() else {}
             for key, style in (("val_acc", "-"), ("train_acc", ":")):
                 if key in series:
                     ax.plot(list(series[key]), 100 * np.array(list(series[key].values())), style, color=cmap(i),
                             label=f"{fold.name} {key.split('_')[0]}" if key == "val_acc" or i == 0 else None)
+            metrics = read_json(fold / "metrics.json") if (fold / "metrics.json").is_file() else {}
+            best = metrics.get("best_epoch")
+            if best in series.get("val_acc", {}):
+                ax.plot([best], [100 * series["val_acc"][best]], "o", color=cmap(i), mfc="none",
+                        label="best epoch" if i == 0 else None)
+            n_classes = n_classes or len(metrics.get("test", {}).get("per_class_recall", {})) or None
+        if n_classes:
+            ax.axhline(100 / n_classes, color="grey", ls="--", lw=1, label=f"chance ({100 / n_classes:.1f} %)")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
     for ax in axes.flat[len(models):]:

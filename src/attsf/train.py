@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from attsf.config import Config, load_config, save_config
 from attsf.data.datamodule import ClipDataModule, load_folds
 from attsf.engine import ATTSFModule, RNGState, SafetensorsCheckpointIO
-from attsf.errors import AttsfError
+from attsf.errors import AttsfError, quiet_library_warnings
 from attsf.evaluate import BEST, CONFIG_FILE, metrics_for, open_run, predict_dataset
 from attsf.io import atomic_write_text, read_json, write_json
 from attsf.progress import EpochLines, interactive
@@ -317,6 +317,7 @@ def _fold_job(cfg: Config, out_dir: Path, k: int, n_folds: int) -> tuple[Config,
 def _train_job(cfg: Config, run_dir: Path, resume: bool) -> dict:
     """One run in a worker process of ``cross_validate(jobs > 1)``: no progress bar (the
     parent logs each finished run); warnings still reach the terminal."""
+    quiet_library_warnings()
     logging.getLogger("attsf").setLevel(logging.WARNING)
     return train(replace(cfg, train=replace(cfg.train, progress=False)), run_dir, resume=resume)
 
