@@ -64,6 +64,21 @@ def test_train_writes_run_directory_and_learns(tiny_overrides, tmp_path):
     assert gone.returncode == 2 and "/nonexistent/cache: no clip cache here (the folder does not exist)" in gone.stderr
     assert "--cache" in gone.stderr
     assert "test: accuracy" in run_cli("evaluate", str(copy), "--cache", cached_at).stdout
+    alike = run_cli("evaluate", str(run), "--new-speakers", check=False)
+    assert alike.returncode == 2 and "does not normalise per speaker" in alike.stderr
+
+
+def test_evaluate_as_new_speakers_is_the_speaker_train_setting(tiny_overrides, tmp_path):
+    """A run trained with speaker normalisation, evaluated as `attsf predict` sees a new
+    speaker: the same as the run's test split in the ``speaker_train`` setting."""
+    run = tmp_path / "run"
+    run_cli(*_train_args(run, [*tiny_overrides, "data.normalize=speaker"], epochs=2))
+    new = json.loads(run_cli("evaluate", str(run), "--new-speakers", "--json").stdout)["test"]
+    assert json.loads((run / "eval_test_new_speakers.json").read_text())["test"] == new
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["normalize"] = "speaker_train"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert json.loads(run_cli("evaluate", str(run), "--json").stdout)["test"] == new
 
 
 def test_killed_run_resumes_to_the_same_metrics(tiny_overrides, tmp_path):

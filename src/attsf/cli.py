@@ -51,8 +51,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from attsf.io import write_json
     from attsf.train import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, splits=(args.split,), cache=args.cache)
-    write_json(Path(args.run_dir) / f"eval_{args.split}.json", metrics)
+    metrics = evaluate_run(args.run_dir, splits=(args.split,), cache=args.cache, new_speakers=args.new_speakers)
+    write_json(Path(args.run_dir) / f"eval_{args.split}{'_new_speakers' * args.new_speakers}.json", metrics)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("--cache", help=CACHE_HELP)
+    e.add_argument("--new-speakers", action="store_true",
+                   help="normalise the split's speakers with the training speakers' pooled statistics, as predict "
+                        "does for a new speaker (runs trained with data.normalize=speaker)")
     e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("cv", help="k-fold cross-validation (finished folds are reused)")

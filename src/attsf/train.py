@@ -212,11 +212,19 @@ def _record_test_accuracy(weights: Path, metrics: dict) -> None:
 
 
 def evaluate_run(run_dir: str | Path, splits: tuple[str, ...] = ("test",), dm: ClipDataModule | None = None,
-                 cache: str | None = None) -> dict:
+                 cache: str | None = None, new_speakers: bool = False) -> dict:
     """Metrics of the run's best weights on the given splits of its own data (``dm``: the
     training run's DataModule, so the cache is not read a second time; ``cache``: the
-    cache's place when it is not the recorded one)."""
+    cache's place when it is not the recorded one). ``new_speakers``: a run trained with
+    ``data.normalize=speaker`` sees its validation and test speakers as ``attsf predict``
+    sees a new one, normalised with the training speakers' pooled statistics instead of
+    their own (the ``speaker_train`` setting at test time)."""
     run = open_run(run_dir, cache=cache)
+    if new_speakers:
+        if run.cfg.data.normalize == "none":
+            raise AttsfError(f"{run_dir}: this run does not normalise per speaker (data.normalize=none), "
+                             "so every speaker is seen alike already")
+        run.cfg = replace(run.cfg, data=replace(run.cfg.data, normalize="speaker_train"))
     dm = dm or ClipDataModule(run.cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result = {}
