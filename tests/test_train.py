@@ -107,9 +107,12 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_overrides, tmp_path):
 
 def test_cv_runs_all_folds_and_reuses_finished_ones(tiny_overrides, tmp_path):
     out = run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "train.max_epochs=2", "--out", str(tmp_path)).stdout
-    assert "mean ± std" in out
+    assert "mean ± std" in out and "Each head alone" in out
     summary = json.loads((tmp_path / "cv.json").read_text())
     assert set(summary["folds"]) == {"0", "1"}
+    tests = [json.loads((tmp_path / f"fold{k}" / "metrics.json").read_text())["test"] for k in (0, 1)]
+    assert summary["head_accuracy_mean"] == pytest.approx(
+        {"audio": 50 * sum(t["accuracy_a_head"] for t in tests), "visual": 50 * sum(t["accuracy_v_head"] for t in tests)})
     stamp = (tmp_path / "fold0" / "metrics.json").stat().st_mtime
     run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "train.max_epochs=2", "train.threads=1",
             "--out", str(tmp_path))  # threads change how it runs, not what it learns: reused

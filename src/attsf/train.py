@@ -332,13 +332,15 @@ def _train_job(cfg: Config, run_dir: Path, resume: bool) -> dict:
 
 def cv_summary(results: dict[int, dict]) -> dict:
     """Test accuracy (per fold, mean, std), UA and mean per-class recall, in %, of finished
-    folds' ``metrics.json`` contents keyed by fold number."""
+    folds' ``metrics.json`` contents keyed by fold number; for a fused model also the mean
+    accuracy of each auxiliary head alone (``head_accuracy_mean``: what the model answers
+    when the other modality is missing, as ``attsf predict`` does)."""
     acc = np.array([m["test"]["accuracy"] for m in results.values()]) * 100
     uacc = np.array([m["test"]["unweighted_accuracy"] for m in results.values()]) * 100
     labels = list(next(iter(results.values()))["test"]["per_class_recall"])
     recall = {c: float(np.mean([m["test"]["per_class_recall"].get(c, np.nan) for m in results.values()]) * 100)
               for c in labels}
-    return {
+    summary = {
         "folds": {str(k): {"test_accuracy": m["test"]["accuracy"] * 100, "val_accuracy": m["val"]["accuracy"] * 100,
                            "epochs": m["epochs"], "best_epoch": m["best_epoch"],
                            "commit": m.get("provenance", {}).get("code", {}).get("commit")}
@@ -346,6 +348,11 @@ def cv_summary(results: dict[int, dict]) -> dict:
         "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
         "unweighted_accuracy_mean": float(uacc.mean()), "per_class_recall_mean": recall,
     }
+    heads = {name: [m["test"][key] * 100 for m in results.values() if key in m["test"]]
+             for name, key in (("audio", "accuracy_a_head"), ("visual", "accuracy_v_head"))}
+    if all(len(v) == len(results) for v in heads.values()):
+        summary["head_accuracy_mean"] = {name: float(np.mean(v)) for name, v in heads.items()}
+    return summary
 
 
 def seeds_summary(per_seed: dict[int, dict[int, dict]]) -> dict:
@@ -364,6 +371,10 @@ def cv_markdown(summary: dict) -> str:
     for k, f in summary["folds"].items():
         lines.append(f"| {k} | {f['test_accuracy']:.2f} | {f['val_accuracy']:.2f} | {f['epochs']} | {f['best_epoch']} |")
     lines.append(f"| mean ± std | {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f} | | | |")
+    if "head_accuracy_mean" in summary:
+        heads = summary["head_accuracy_mean"]
+        lines += ["", f"Each head alone (the answer when the other modality is missing): audio {heads['audio']:.2f} %, "
+                      f"visual {heads['visual']:.2f} %"]
     if "seeds" in summary:
         lines += ["", "| seed | test acc % (mean ± std over folds) |", "| --- | --- |"]
         lines += [f"| {s} | {v['accuracy_mean']:.2f} ± {v['accuracy_std']:.2f} |" for s, v in summary["seeds"].items()]
