@@ -74,10 +74,12 @@ def test_cv_folder_pools_its_finished_folds(tmp_path):
     base = {"metric": "accuracy", "seed": 0, "fractions": [0.5], "snr_db": [10.0]}
     for k, (clean, masked, noisy) in enumerate([(0.8, 0.6, 0.7), (0.6, 0.2, 0.5)]):
         (tmp_path / f"fold{k}" / "robustness.json").write_text(json.dumps(dict(
-            base, clean=clean, masked={"audio": [masked]}, missing={"audio": masked / 2}, noise={"audio": [noisy]})))
+            base, clean=clean, masked={"audio": [masked]}, missing={"audio": masked / 2}, fallback={"audio": masked},
+            noise={"audio": [noisy]})))
     mean = fold_robustness(tmp_path)
     assert mean["n_folds"] == 2 and np.isclose(mean["clean"], 0.7) and np.allclose(mean["masked"]["audio"], [0.4])
     assert np.isclose(mean["missing"]["audio"], 0.2) and np.allclose(mean["noise"]["audio"], [0.6])
+    assert np.isclose(mean["fallback"]["audio"], 0.4)
     (tmp_path / "fold1" / "robustness.json").write_text(json.dumps(dict(
         base, seed=1, clean=0.6, masked={"audio": [0.2]}, missing={"audio": 0.1})))
     assert fold_robustness(tmp_path) is None  # other settings: not averaged

@@ -98,20 +98,22 @@ def _accuracy_table(name: str, rows: tuple[Row, ...], results: dict) -> str:
 
 def _robustness(rows: tuple[Row, ...], out: Path, results: dict, fractions: tuple[float, ...],
                 snrs: tuple[float, ...]) -> str:
-    head = "| model (masked) | clean | " + " | ".join(f"r={r:.1f}" for r in fractions) + " | missing |"
+    head = ("| model (masked) | clean | " + " | ".join(f"r={r:.1f}" for r in fractions)
+            + " | missing | missing, the other head answers |")
     lines = ["## robustness: test accuracy % with a fraction r of one modality replaced by noise (mean over folds)",
-             "", head, "|" + " --- |" * (len(fractions) + 3)]
+             "", head, "|" + " --- |" * (len(fractions) + 4)]
     noisy: dict[str, list[float]] = {}
     for row in rows:
         mean = mean_robustness([robustness(out / row.slug / f"fold{k}", fractions, snrs=snrs)
                                 for k in results[row.slug]["folds"]])
         for m, masked in mean["masked"].items():
             lines.append(f"| {row.name} ({m}) | {100 * mean['clean']:.2f} | "
-                         + " | ".join(f"{100 * v:.2f}" for v in masked) + f" | {100 * mean['missing'][m]:.2f} |")
+                         + " | ".join(f"{100 * v:.2f}" for v in masked) + f" | {100 * mean['missing'][m]:.2f} | "
+                         + (f"{100 * mean['fallback'][m]:.2f} |" if m in mean.get("fallback", {}) else "— |"))
             paper = row.paper_masked.get(m)
             if paper:
                 cells = [f"{paper[PAPER_FRACTIONS.index(r)]:.2f}" if r in PAPER_FRACTIONS else "—" for r in fractions]
-                lines.append(f"| paper {row.name} ({m}) | {row.paper:.2f} | " + " | ".join(cells) + " | — |")
+                lines.append(f"| paper {row.name} ({m}) | {row.paper:.2f} | " + " | ".join(cells) + " | — | — |")
         if "noise" in mean:
             noisy[row.name] = mean["noise"]["audio"]
     if noisy:

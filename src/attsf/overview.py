@@ -143,16 +143,19 @@ def _accuracy_rows(rows: list[Row], summaries: dict[str, dict]) -> list[list]:
 
 def _robustness_rows(means: list[tuple[Row, dict]]) -> tuple[list[str], list[list]]:
     fractions = means[0][1]["fractions"]
-    head = ["model (masked)", "folds", "clean", *(f"r={r:.1f}" for r in fractions), "missing"]
+    head = ["model (masked)", "folds", "clean", *(f"r={r:.1f}" for r in fractions), "missing",
+            "missing, the other head answers"]
     rows = []
     for row, mean in means:
         for m, values in mean["masked"].items():
+            fallback = mean.get("fallback", {}).get(m)
             rows.append([f"{row.name} ({m})", mean["n_folds"], f"{100 * mean['clean']:.2f}",
-                         *(f"{100 * v:.2f}" for v in values), f"{100 * mean['missing'][m]:.2f}"])
+                         *(f"{100 * v:.2f}" for v in values), f"{100 * mean['missing'][m]:.2f}",
+                         "—" if fallback is None else f"{100 * fallback:.2f}"])
             if m in row.paper_masked:
                 rows.append([f"paper {row.name} ({m})", "", f"{row.paper:.2f}",
                              *(f"{row.paper_masked[m][PAPER_FRACTIONS.index(r)]:.2f}" if r in PAPER_FRACTIONS
-                               else "—" for r in fractions), "—"])
+                               else "—" for r in fractions), "—", "—"])
     return head, rows
 
 
