@@ -65,7 +65,7 @@ def test_shared_ravdess_audio_au_cache(tmp_path):
             (root / actor / f.name).symlink_to(f)
     jobs, failures, visual, joined = audio_au_jobs(root, AU, AudioConfig())
     assert len(jobs) == 24 and not failures and visual["dim"] == 35
-    assert joined.startswith("24 of 24 speech files joined the AU table (") and joined.endswith(" rows)")
+    assert joined.startswith("24 of 24 speech files joined the AU table of ") and joined.endswith(" rows")
     summary = run_jobs(jobs, tmp_path / "cache", dataset="ravdess", labels=LABELS, settings={"visual": visual},
                        workers=2, progress=False)
     assert summary.done == 24 and not summary.failures

@@ -112,5 +112,5 @@ def audio_au_jobs(root: str | Path, au_csv: str | Path,
             continue
         jobs.append(ClipJob(replace(src, clip_id=av_id, features=au[None, :]), settings))
     visual = {"kind": "features", "dim": len(names), "names": names, "source": str(au_csv)}
-    joined = f"{len(jobs)} of {len(sources)} speech files joined the AU table ({len(table)} rows)"
+    joined = f"{len(jobs)} of {len(sources)} speech files joined the AU table of {len(table)} rows"
     return jobs, failures, visual, joined
