@@ -197,13 +197,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 CACHE_HELP = "the clip cache, where it is not at the run's recorded data.cache (a copied or moved run)"
-MEDIA_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".wav", ".flac", ".ogg", ".mp3", ".m4a"}
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import csv
     import io
 
+    from attsf.data.media import MEDIA_SUFFIXES
     from attsf.predict import EmotionRecognizer
 
     paths: list[Path] = []

@@ -34,7 +34,7 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def confusion_figure(confusion: list[list[int]], labels: list[str], title: str = "Confusion matrix") -> bytes:
+def confusion_figure(confusion: list[list[int]], labels: list[str]) -> bytes:
     """Counts and row-normalised values (the recall of each true class) in every cell,
     coloured by the normalised value."""
     from sklearn.metrics import ConfusionMatrixDisplay
@@ -47,7 +47,7 @@ def confusion_figure(confusion: list[list[int]], labels: list[str], title: str =
     for (i, j), text in np.ndenumerate(disp.text_):
         text.set_text(f"{int(cm[i, j])}\n{norm[i, j]:.2f}")
         text.set_fontsize(7 if len(labels) > 6 else 9)
-    ax.set_title(f"{title}\n(count and share of the true class per cell)", fontsize=10)
+    ax.set_title("Confusion matrix\n(count and share of the true class per cell)", fontsize=10)
     ax.set_ylabel("true class")
     ax.set_xlabel("predicted class")
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")

@@ -122,27 +122,28 @@ def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.roun
     regression = run.cfg.model.task == "regression"
     key = "mae" if regression else "accuracy"
 
-    def score(modality: str | None, fraction: float = 0.0, missing: bool = False, data: Dataset = dataset,
-              head: str = "logits") -> float | None:
+    def predict(modality: str | None, fraction: float = 0.0, missing: bool = False,
+                data: Dataset = dataset) -> dict[str, np.ndarray]:
         g = torch.Generator().manual_seed(seed)
         transform = None if modality is None else (lambda b: corrupt(b, modality, fraction, g, missing))
-        pred = predict_dataset(run.model, data, batch_size=32, transform=transform)
-        if head not in pred:
-            return None
+        return predict_dataset(run.model, data, batch_size=32, transform=transform)
+
+    def score(pred: dict[str, np.ndarray], head: str = "logits") -> float:
         return float(metrics_for(dict(pred, logits=pred[head]), run.labels, regression)[key])
 
-    result = {"metric": key, **settings, "clean": score(None), "masked": {}, "missing": {}, "fallback": {}}
+    result = {"metric": key, **settings, "clean": score(predict(None)), "masked": {}, "missing": {}, "fallback": {}}
     for m in modalities:
-        result["masked"][m] = [score(m, r) for r in fractions]
-        result["missing"][m] = score(m, 1.0, missing=True)
-        if len(modalities) == 2 and not regression:  # the head of the modality that is left
-            fallback = score(m, 1.0, missing=True, head="logits_v" if m == "audio" else "logits_a")
-            if fallback is not None:
-                result["fallback"][m] = fallback
+        result["masked"][m] = [score(predict(m, r)) for r in fractions]
+        gone = predict(m, 1.0, missing=True)
+        result["missing"][m] = score(gone)
+        other = "logits_v" if m == "audio" else "logits_a"  # the head of the modality that is left
+        if len(modalities) == 2 and not regression and other in gone:
+            result["fallback"][m] = score(gone, other)
     if settings["snr_db"]:
         audio = PrepSettings.from_index(dataset.cache.settings).audio
         waveforms = [clip_waveform(r, audio.sample_rate) for r in dataset.records]
-        result["noise"] = {"audio": [score(None, data=NoisyAudio(dataset, waveforms, audio, snr, seed)) for snr in snrs]}
+        result["noise"] = {"audio": [score(predict(None, data=NoisyAudio(dataset, waveforms, audio, snr, seed)))
+                                     for snr in snrs]}
     write_json(saved, result)
     atomic_write_text(run_dir / "robustness.md", robustness_table(result))
     return result

@@ -28,14 +28,13 @@ from typing import Annotated
 from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
-from attsf.data.media import probe
+from attsf.data.media import AUDIO_SUFFIXES, MEDIA_SUFFIXES, probe
 from attsf.errors import AttsfError
 from attsf.predict import EmotionRecognizer
 
 # containers PyAV reports for the accepted uploads: mp4/mov/m4a, mkv/webm, and audio files
 ACCEPTED_FORMATS = {"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "wav", "flac", "ogg", "mp3", "avi"}
 CHUNK = 1 << 20
-EXAMPLE_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".m4a", ".wav", ".flac", ".ogg", ".mp3"}
 
 
 @dataclass(frozen=True)
@@ -109,9 +108,9 @@ def example_files(folder: str | Path) -> dict[str, str]:
     if not folder.is_dir():
         raise AttsfError(f"{folder}: examples folder not found")
     found = {f.name: f.stem.replace("_", " ") for f in sorted(folder.iterdir())
-             if f.is_file() and f.suffix.lower() in EXAMPLE_SUFFIXES}
+             if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES}
     if not found:
-        raise AttsfError(f"{folder}: no media files ({', '.join(sorted(EXAMPLE_SUFFIXES))}) to offer as examples")
+        raise AttsfError(f"{folder}: no media files ({', '.join(sorted(MEDIA_SUFFIXES))}) to offer as examples")
     return found
 
 
@@ -138,7 +137,7 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
         if examples is None:
             return []
         return [{"name": name, "title": title, "url": f"/examples/{name}",
-                 "kind": "audio" if Path(name).suffix.lower() in {".wav", ".flac", ".ogg", ".mp3", ".m4a"} else "video"}
+                 "kind": "audio" if Path(name).suffix.lower() in AUDIO_SUFFIXES else "video"}
                 for name, title in examples[1].items()]
 
     @app.get("/examples/{name}", include_in_schema=False)
@@ -196,10 +195,9 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimi
     from attsf.data.synthetic import example_clips
 
     recognizer = EmotionRecognizer.from_pretrained(run)
-    offered = example_files(examples) if examples else None
     with tempfile.TemporaryDirectory(prefix="attsf-examples-") as tmp:
-        folder = Path(examples) if examples else Path(tmp)
-        offered = offered or example_clips(folder)
+        folder = Path(examples or tmp)
+        offered = example_files(folder) if examples else example_clips(folder)
         recognizer.warmup()
         app = create_app(recognizer, limits, (folder, offered))
         print(f"attsf serve: http://{host}:{port}/  (API: POST /predict, GET /health, /openapi.json)")

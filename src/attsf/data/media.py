@@ -18,6 +18,9 @@ from attsf.errors import AttsfError
 Segment = tuple[float, float]
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}  # read by libsndfile, the rest by PyAV
 
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a"}
+MEDIA_SUFFIXES = AUDIO_SUFFIXES | {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"}  # what a folder of clips holds
+
 
 @dataclass(frozen=True)
 class MediaInfo:
