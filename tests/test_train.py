@@ -214,3 +214,20 @@ def test_cv_and_experiment_under_torchrun(tiny_overrides, tmp_path):
     assert out.count("| ATTSF-Net |") == 1 and "LSTM -> Linear" in out
     table = json.loads((tmp_path / "replacements.json").read_text())
     assert set(table) == {"attsf_net", "avam_temporal_pooling", "lstm_linear", "cmb_similarity_aware_enhancement_block"}
+
+
+def test_refit_on_train_and_val_keeps_the_last_epoch(tiny_overrides, tiny_cache, tmp_path):
+    """``data.train_on=train+val`` with ``train.select=last``: the validation speakers join
+    training, no early stopping cuts the schedule, and the evaluated weights are the last
+    epoch's; selecting on validation speakers that were trained on is refused."""
+    run = tmp_path / "run"
+    refit = [*tiny_overrides, "data.train_on=train+val", "train.select=last"]
+    run_cli("train", "configs/ravdess_au.yaml", *refit, "train.max_epochs=3", "train.patience=0", "--out", str(run))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and not metrics["stopped_early"]
+    best, last = (json.loads((run / f"checkpoints/{n}.json").read_text()) for n in ("best", "last"))
+    assert best["epoch"] == last["epoch"] == metrics["best_epoch"] == 2
+    fold = json.loads((tiny_cache / "folds.json").read_text())["folds"][0]
+    assert best["preprocessing"]["training_data"]["speakers"] == len(fold["train"]) + len(fold["val"])
+    bad = run_cli(*_train_args(tmp_path / "bad", [*tiny_overrides, "data.train_on=train+val"]), check=False)
+    assert bad.returncode == 2 and "set train.select=last" in bad.stderr and "Traceback" not in bad.stderr

@@ -32,6 +32,9 @@ class DataConfig:
     # "speaker": z-score features per speaker with its own statistics (test speakers too);
     # "speaker_train": val/test speakers with the train speakers' pooled statistics (data/normalize.py)
     normalize: Literal["none", "speaker", "speaker_train"] = "none"
+    # "train+val": the validation speakers join the training set (a refit for a fixed
+    # schedule, with train.select=last); the val split is still evaluated, no longer held out
+    train_on: Literal["train", "train+val"] = "train"
     # DataLoader worker processes; null: 0 for feature caches (held in memory), and on CUDA
     # for face-frame caches min(8, cores) so that decoding and augmentation keep the GPU fed
     num_workers: int | None = bounded(None, ge=0)
@@ -52,6 +55,9 @@ class TrainConfig:
     lr_decay_start: int = bounded(30, ge=0)
     warmup_epochs: int = bounded(0, ge=0)  # linear warm-up before either schedule
     patience: int = bounded(30, ge=0)  # early stopping on validation accuracy (the paper gives none)
+    # the weights a run keeps and evaluates: "best" on validation (with early stopping), or
+    # "last", the end of a fixed schedule (no early stopping, no selection on held-out data)
+    select: Literal["best", "last"] = "best"
     seed: int = bounded(42, ge=0, le=2**32 - 1)
     accelerator: str = "auto"
     devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")
@@ -73,6 +79,11 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.train_on == "train+val" and self.train.select == "best":
+            raise ValueError("data.train_on=train+val trains on the validation speakers, so they cannot select "
+                             "the weights: set train.select=last")
 
     def to_dict(self) -> dict:
         return _to_plain(self)

@@ -125,7 +125,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None:
-    """Train (or resume) one run; evaluate its best weights. Returns metrics on rank 0."""
+    """Train (or resume) one run; evaluate its selected weights (``train.select``: the best
+    on validation, or the last epoch's) saved as ``checkpoints/best``. Returns metrics on rank 0."""
     run_dir = Path(run_dir)
     last = run_dir / LAST
     if (run_dir / METRICS).is_file() and not resume:
@@ -160,8 +161,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     if trainer_rank_zero():
         _keep_history(run_dir)
     monitor, mode = ("val_mae", "min") if cfg.model.task == "regression" else ("val_acc", "max")
-    best_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                              save_top_k=1, save_weights_only=True, enable_version_counter=False)
+    select_best = cfg.train.select == "best"
+    best_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor if select_best else None,
+                              mode=mode, save_top_k=1, save_weights_only=True, enable_version_counter=False)
     last_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                               enable_version_counter=False)
     for cb in (best_cb, last_cb):
@@ -174,8 +176,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
         num_nodes=cfg.train.num_nodes,
         strategy=cfg.train.strategy,
         precision=_precision(cfg),
-        callbacks=[best_cb, last_cb, EarlyStopping(monitor, patience=cfg.train.patience, mode=mode), RNGState(),
-                   *([EpochLines()] if cfg.train.progress and not interactive() else [])],
+        callbacks=[best_cb, last_cb, *([EarlyStopping(monitor, patience=cfg.train.patience, mode=mode)] * select_best),
+                   RNGState(), *([EpochLines()] if cfg.train.progress and not interactive() else [])],
         logger=CSVLogger(run_dir, name="", version=""),
         plugins=[SafetensorsCheckpointIO()],
         num_sanity_val_steps=0,

@@ -42,7 +42,8 @@ def load_folds(name_or_path: str) -> dict:
 
 
 def split_records(records: Sequence[ClipRecord], data: DataConfig) -> dict[str, list[ClipRecord]]:
-    """Train/val/test records of ``data.fold`` (speaker folds) or of the cache's split field."""
+    """Train/val/test records of ``data.fold`` (speaker folds) or of the cache's split field;
+    with ``data.train_on=train+val`` the train split also holds the val records."""
     if data.protocol == "predefined":
         splits = {s: [r for r in records if r.split == s] for s in SPLITS}
     else:
@@ -63,6 +64,8 @@ def split_records(records: Sequence[ClipRecord], data: DataConfig) -> dict[str, 
     for name, items in splits.items():
         if not items:
             raise AttsfError(f"the {name} split is empty (protocol={data.protocol}, folds={data.folds}, fold={data.fold})")
+    if data.train_on == "train+val":
+        splits["train"] = splits["train"] + splits["val"]
     return splits
 
 
