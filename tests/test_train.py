@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import shutil
@@ -81,11 +82,20 @@ def test_evaluate_as_new_speakers_is_the_speaker_train_setting(tiny_overrides, t
     assert json.loads(run_cli("evaluate", str(run), "--json").stdout)["test"] == new
 
 
-def test_killed_run_resumes_to_the_same_metrics(tiny_overrides, tmp_path):
+RECIPE = ["augment.time_masks=2", "augment.freq_masks=1", "augment.time_shift=4", "augment.feature_noise=0.1",
+          "augment.modality_dropout=0.3", "augment.mixup=0.2", "loss.label_smoothing=0.1", "train.schedule=cosine",
+          "train.warmup_epochs=1", "train.ema_decay=0.9"]
+
+
+@pytest.mark.parametrize("recipe", [False, True], ids=["paper", "recipe"])
+def test_killed_run_resumes_to_the_same_metrics(tiny_overrides, tmp_path, recipe):
+    """Killed mid-run and resumed: the same metrics as an uninterrupted run, with the
+    paper's settings and with every recipe element (augmentation draws, EMA weights) on."""
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    run_cli(*_train_args(ref, tiny_overrides))
+    overrides = tiny_overrides + RECIPE * recipe
+    run_cli(*_train_args(ref, overrides))
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.Popen([sys.executable, "-m", "attsf", *_train_args(killed, tiny_overrides)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "attsf", *_train_args(killed, overrides)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = killed / "checkpoints/last.json"
     deadline = time.time() + 120
@@ -136,11 +146,6 @@ def test_ddp_two_cpu_processes_with_torchrun(tiny_overrides, tmp_path):
     assert metrics["epochs"] == 2
     log = (tmp_path / "ddp" / "train.log").read_text()
     assert "2 device(s)" in log
-
-
-RECIPE = ["augment.time_masks=2", "augment.freq_masks=1", "augment.time_shift=4", "augment.feature_noise=0.1",
-          "augment.modality_dropout=0.3", "augment.mixup=0.2", "loss.label_smoothing=0.1", "train.schedule=cosine",
-          "train.warmup_epochs=1"]
 
 
 def test_cv_over_seeds_with_the_whole_recipe(tiny_overrides, tmp_path):
@@ -231,3 +236,23 @@ def test_refit_on_train_and_val_keeps_the_last_epoch(tiny_overrides, tiny_cache,
     assert best["preprocessing"]["training_data"]["speakers"] == len(fold["train"]) + len(fold["val"])
     bad = run_cli(*_train_args(tmp_path / "bad", [*tiny_overrides, "data.train_on=train+val"]), check=False)
     assert bad.returncode == 2 and "set train.select=last" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_ema_weights_are_validated_and_saved(tiny_overrides, tmp_path):
+    """``train.ema_decay``: validation during training runs on the moving average, and both
+    checkpoints hold that average as their weights (the last one also the raw weights, to
+    resume from)."""
+    from attsf.io import load_state
+
+    run = tmp_path / "run"
+    run_cli("train", "configs/ravdess_au.yaml", *tiny_overrides, "train.ema_decay=0.9", "train.select=last",
+            "train.max_epochs=3", "--out", str(run))
+    best = load_state(run / "checkpoints/best.safetensors")["state_dict"]
+    last = load_state(run / "checkpoints/last.safetensors")
+    raw = last["current_model_state"]
+    assert best.keys() == raw.keys() == last["state_dict"].keys()
+    assert all(torch.equal(best[k], last["state_dict"][k]) for k in best)
+    assert not all(torch.equal(best[k], raw[k]) for k in best)
+    metrics = json.loads((run / "metrics.json").read_text())
+    logged = [float(r["val_acc"]) for r in csv.DictReader((run / "metrics.csv").open()) if r.get("val_acc")]
+    assert len(logged) == 3 and metrics["val"]["accuracy"] == pytest.approx(logged[-1], abs=1e-6)

@@ -58,6 +58,9 @@ class TrainConfig:
     # the weights a run keeps and evaluates: "best" on validation (with early stopping), or
     # "last", the end of a fixed schedule (no early stopping, no selection on held-out data)
     select: Literal["best", "last"] = "best"
+    # > 0: an exponential moving average of the weights (decay per optimiser step) is what
+    # validation, early stopping and the saved checkpoints see; 0 (the paper): the raw weights
+    ema_decay: float = bounded(0.0, ge=0, le=0.9999)
     seed: int = bounded(42, ge=0, le=2**32 - 1)
     accelerator: str = "auto"
     devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")

@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.plugins.io import CheckpointIO
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -89,6 +90,9 @@ class ATTSFModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        ema = next((cb for cb in self.trainer.callbacks if isinstance(cb, EMA)), None)
+        if ema is not None and "current_model_state" not in checkpoint:  # a weights-only checkpoint (best)
+            checkpoint["state_dict"] = ema.averaged_state() or checkpoint["state_dict"]
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
         checkpoint["attsf"] = {"config": self.cfg.to_dict(), "labels": self.labels, "metrics": metrics,
                                "preprocessing": self.preprocessing, "provenance": self.provenance,
@@ -107,6 +111,18 @@ def _load_visual_weights(model: torch.nn.Module, cfg: Config) -> None:
     else:
         log.warning("model.visual_weights is not set: EfficientFace starts from random weights (the paper fine-tunes "
                     "an AffectNet-pretrained EfficientFace; convert its checkpoint with `attsf convert-weights`)")
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's EMA of the weights (``train.ema_decay``): validation runs on the average,
+    full checkpoints (last) hold it as ``state_dict`` beside the raw weights. Weights-only
+    checkpoints (best) skip callback hooks, so the module puts ``averaged_state`` there."""
+
+    def averaged_state(self) -> dict[str, torch.Tensor] | None:
+        if self._average_model is None:
+            return None
+        return {k.removeprefix("module."): v.detach().clone() for k, v in self._average_model.state_dict().items()
+                if k.startswith("module.")}
 
 
 class SafetensorsCheckpointIO(CheckpointIO):

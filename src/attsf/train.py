@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from attsf.config import Config, load_config, save_config
 from attsf.data.datamodule import ClipDataModule, load_folds
-from attsf.engine import ATTSFModule, RNGState, SafetensorsCheckpointIO
+from attsf.engine import EMA, ATTSFModule, RNGState, SafetensorsCheckpointIO
 from attsf.errors import AttsfError, quiet_library_warnings
 from attsf.evaluate import BEST, CONFIG_FILE, metrics_for, open_run, predict_dataset
 from attsf.io import atomic_write_text, read_json, write_json
@@ -177,7 +177,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
         strategy=cfg.train.strategy,
         precision=_precision(cfg),
         callbacks=[best_cb, last_cb, *([EarlyStopping(monitor, patience=cfg.train.patience, mode=mode)] * select_best),
-                   RNGState(), *([EpochLines()] if cfg.train.progress and not interactive() else [])],
+                   RNGState(), *([EMA(decay=cfg.train.ema_decay)] if cfg.train.ema_decay > 0 else []),
+                   *([EpochLines()] if cfg.train.progress and not interactive() else [])],
         logger=CSVLogger(run_dir, name="", version=""),
         plugins=[SafetensorsCheckpointIO()],
         num_sanity_val_steps=0,
