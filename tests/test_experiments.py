@@ -29,7 +29,7 @@ def test_experiments_write_tables_and_reuse_runs(tiny_overrides, tmp_path):
     result = json.loads((out / "robustness.json").read_text())
     assert set(result) == {"attsf_net", "attsf_l2", "attsf_gat"}
 
-    rep = run_cli("experiment", "replacements", "ravdess_au", *common).stdout
+    rep = run_cli("experiment", "replacements", "ravdess_au", *common, "--jobs", "2").stdout
     assert "| LSTM -> Linear |" in rep and rep.count("| 87.25 |") == 1
     assert "| CMB -> similarity-aware enhancement block |" in rep and rep.count("| 86.67 |") == 1
     assert (out / "cmb_similarity_aware_enhancement_block" / "fold0" / "metrics.json").is_file()

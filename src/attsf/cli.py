@@ -66,9 +66,7 @@ def cmd_cv(args: argparse.Namespace) -> None:
     out = args.out or f"runs/{cfg.name}"
     folds = _ints("--folds", args.folds) if args.folds else None
     seeds = _ints("--seeds", args.seeds) if args.seeds else None
-    if args.jobs < 1:
-        raise AttsfError(f"--jobs {args.jobs}: must be at least 1")
-    summary = cross_validate(cfg, out, folds, seeds, args.jobs)
+    summary = cross_validate(cfg, out, folds, seeds, _jobs(args))
     if summary:
         print(Path(out, "cv.md").read_text())
         print(f"{cfg.name}: accuracy {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f} % "
@@ -123,6 +121,12 @@ def _floats(flag: str, text: str) -> tuple[float, ...]:
         raise AttsfError(f"{flag} {text}: expected comma-separated numbers") from None
 
 
+def _jobs(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise AttsfError(f"--jobs {args.jobs}: must be at least 1")
+    return args.jobs
+
+
 def cmd_experiment(args: argparse.Namespace) -> None:
     from attsf.config import resolve_config_path
     from attsf.experiments import run_experiment
@@ -132,7 +136,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     folds = _ints("--folds", args.folds) if args.folds else None
     fractions = _floats("--fractions", args.fractions) if args.fractions else None
     snrs = _floats("--snr", args.snr) if args.snr else None
-    table = run_experiment(args.name, path, args.overrides, out, folds, fractions, snrs)
+    table = run_experiment(args.name, path, args.overrides, out, folds, fractions, snrs, _jobs(args))
     if table:  # rank 0
         print(table, end="")
         print(f"-> {out}/{args.name}.md")
@@ -332,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--folds", help="comma-separated fold numbers (default: all)")
     ex.add_argument("--fractions", help="robustness: masking fractions (default 0.1,...,0.9)")
     ex.add_argument("--snr", help="robustness: audio noise SNRs in dB, or 'none' (default 20,10,5,0)")
+    ex.add_argument("--jobs", type=int, default=1, help="train this many folds of a row at once (CPU)")
     ex.set_defaults(func=cmd_experiment)
 
     rp = sub.add_parser("report", help="one self-contained HTML page of a run's, a cv's or an experiment's "

@@ -63,8 +63,9 @@ EXPERIMENTS: dict[str, tuple[Row, ...]] = {
 
 def run_experiment(name: str, config: str | Path, overrides: list[str], out: str | Path,
                    folds: list[int] | None = None, fractions: tuple[float, ...] | None = None,
-                   snrs: tuple[float, ...] | None = None) -> str:
-    """Run (or reuse) every row over the folds; write and return the Markdown table."""
+                   snrs: tuple[float, ...] | None = None, jobs: int = 1) -> str:
+    """Run (or reuse) every row over the folds (``jobs`` folds of a row at once, as
+    ``attsf cv --jobs``); write and return the Markdown table."""
     from attsf.train import cross_validate, trainer_rank_zero
 
     out = Path(out)
@@ -72,7 +73,7 @@ def run_experiment(name: str, config: str | Path, overrides: list[str], out: str
     results = {}
     for row in rows:
         cfg = load_config(config, [*overrides, *row.overrides])
-        results[row.slug] = cross_validate(cfg, out / row.slug, folds)
+        results[row.slug] = cross_validate(cfg, out / row.slug, folds, jobs=jobs)
     if not trainer_rank_zero():  # under torchrun the other ranks only train; rank 0 writes the tables
         return ""
     if name == "robustness":
