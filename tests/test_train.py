@@ -134,6 +134,15 @@ def test_cv_runs_all_folds_and_reuses_finished_ones(tiny_overrides, tmp_path):
     assert (tmp_path / "fold0" / "metrics.json").stat().st_mtime == stamp
 
 
+def test_patience_is_compared_only_with_early_stopping():
+    from attsf.train import config_differences
+
+    last = ["train.select=last"]
+    assert config_differences(load_config(None, [*last, "train.patience=5"]), load_config(None, last)) == []
+    assert config_differences(load_config(None, ["train.patience=5"]), load_config(None)) == [
+        "train.patience=5 there, 30 here"]
+
+
 def test_ddp_two_cpu_processes_with_torchrun(tiny_overrides, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     cmd = [torchrun, "--nproc_per_node=2", "--master_port=29531", "-m", "attsf",

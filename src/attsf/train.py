@@ -255,12 +255,14 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 def config_differences(saved: Config, wanted: Config) -> list[str]:
     """The settings in which a finished run's config differs from the one asked for now
     (``data.cache`` compared as a resolved path; the loss of a unimodal model is ignored,
-    as it has no L_sim or auxiliary terms)."""
+    as it has no L_sim or auxiliary terms, and so is the patience with ``train.select=last``)."""
     a, b = _flat(saved.to_dict()), _flat(wanted.to_dict())
     for flat in (a, b):
         flat["data.cache"] = str(Path(flat["data.cache"]).resolve())
         flat["model.text_dim"] = flat["model.text_dim"] > 0
     skip = _NOT_COMPARED | ({k for k in a if k.startswith("loss.")} if wanted.model.modalities != "av" else set())
+    if wanted.train.select == "last":  # no early stopping: the patience plays no part
+        skip |= {"train.patience"}
     return [f"{k}={a[k]} there, {b[k]} here" for k in b if k not in skip and a.get(k) != b[k]]
 
 
