@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from attsf.config import DataConfig, TrainConfig  # noqa: E402
 from attsf.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 DPI = 150  # print quality
@@ -92,9 +93,12 @@ def epoch_series(metrics_csv: Path) -> dict[str, dict[int, float]]:
 CLASS_LOSSES = {"loss_av": "fused head", "loss_a": "audio head", "loss_v": "visual head", "loss": "total"}
 
 
-def curves_figure(metrics_csv: Path, best_epoch: int | None = None, n_classes: int | None = None) -> bytes | None:
-    """Accuracy (or MAE) with chance and the best epoch marked, the classification losses,
-    and L_sim apart (its scale would flatten the others)."""
+def curves_figure(metrics_csv: Path, best_epoch: int | None = None, n_classes: int | None = None,
+                  train: TrainConfig | None = None, data: DataConfig | None = None) -> bytes | None:
+    """Accuracy (or MAE) with chance and the evaluated epoch marked (best, or with
+    ``train.select=last`` the last), the classification losses, and L_sim apart (its scale
+    would flatten the others); with ``data.train_on=train+val`` the val curves are marked as
+    actors the run trained on."""
     if not metrics_csv.is_file():
         return None
     series = epoch_series(metrics_csv)
@@ -102,7 +106,8 @@ def curves_figure(metrics_csv: Path, best_epoch: int | None = None, n_classes: i
     fig, axes = plt.subplots(1, 3 if has_sim else 2, figsize=(13 if has_sim else 9, 3.6))
     plot = lambda ax, key, label, **kw: ax.plot(list(series[key]), list(series[key].values()), label=label, **kw)  # noqa: E731
     acc = axes[0]
-    for key, label in (("train_acc", "train"), ("val_acc", "validation"), ("train_mae", "train"), ("val_mae", "validation")):
+    val = "val actors (trained on)" if data is not None and data.train_on == "train+val" else "validation"
+    for key, label in (("train_acc", "train"), ("val_acc", val), ("train_mae", "train"), ("val_mae", val)):
         if key in series:
             plot(acc, key, label, marker=".")
     if "val_acc" in series:
@@ -119,16 +124,17 @@ def curves_figure(metrics_csv: Path, best_epoch: int | None = None, n_classes: i
         color = plt.get_cmap("tab10")(i)
         plot(cls, f"train_{key}", f"train, {CLASS_LOSSES[key]}", color=color)
         if f"val_{key}" in series:
-            plot(cls, f"val_{key}", f"validation, {CLASS_LOSSES[key]}", color=color, ls="--")
+            plot(cls, f"val_{key}", f"{val}, {CLASS_LOSSES[key]}", color=color, ls="--")
     cls.set_title("Classification losses" if parts != ["loss"] else "Loss")
     if has_sim:
         plot(axes[2], "train_loss_sim", "train")
         if "val_loss_sim" in series:
-            plot(axes[2], "val_loss_sim", "validation", ls="--")
+            plot(axes[2], "val_loss_sim", val, ls="--")
         axes[2].set_title("L_sim (similarity loss, eq. 17)")
     for ax in axes:
         if best_epoch is not None:
-            ax.axvline(best_epoch, color="#d62728", lw=1, alpha=.7, label=f"best epoch ({best_epoch})")
+            kept = f"{'last' if train is not None and train.select == 'last' else 'best'} epoch ({best_epoch})"
+            ax.axvline(best_epoch, color="#d62728", lw=1, alpha=.7, label=kept)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -264,7 +270,7 @@ def build_report(run_dir: str | Path, seed: int = 0, cache: str | None = None) -
             figures["tsne"] = tsne_figure(tsne_embedding(pred["features"], seed), pred["label"].astype(int), run.labels)
     best = root / "checkpoints" / "best.json"
     curves = curves_figure(root / "metrics.csv", json.loads(best.read_text()).get("epoch") if best.is_file() else None,
-                           None if regression else len(run.labels))
+                           None if regression else len(run.labels), run.cfg.train, run.cfg.data)
     if curves:
         figures["curves"] = curves
     robust_path = root / "robustness.json"
