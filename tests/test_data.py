@@ -152,3 +152,16 @@ def test_training_and_evaluation_frame_faces_at_the_same_scale(tmp_path):
     assert len(evaluation) == 15 and len(training) >= 75
     ratio = np.mean(training) / np.mean(evaluation)
     assert abs(ratio - 1) < 0.05, ratio
+
+
+def test_evaluation_batches_mix_classes_in_one_order_every_epoch(tiny_overrides):
+    """The cache lists clips class by class; evaluation batches must mix them (L_sim fits a
+    Gaussian over each batch), in the same order every epoch; nothing is dropped."""
+    dm = ClipDataModule(load_config(None, [*tiny_overrides, "train.batch_size=8"]))
+    loader = dm.loader("val")
+    first = next(iter(loader))["label"].tolist()
+    assert len(set(first)) >= 3  # in cache order a batch of 8 holds 2 of the 4 classes
+    loader.sampler.set_epoch(5)
+    order = [i for b in loader for i in b["index"].tolist()]
+    assert next(iter(loader))["label"].tolist() == first
+    assert sorted(order) == list(range(len(dm.dataset("val"))))
