@@ -234,9 +234,11 @@ def test_refit_on_train_and_val_keeps_the_last_epoch(tiny_overrides, tiny_cache,
     """``data.train_on=train+val`` with ``train.select=last``: the validation speakers join
     training, no early stopping cuts the schedule, and the evaluated weights are the last
     epoch's; selecting on validation speakers that were trained on is refused."""
-    run = tmp_path / "run"
     refit = [*tiny_overrides, "data.train_on=train+val", "train.select=last"]
-    run_cli("train", "configs/ravdess_au.yaml", *refit, "train.max_epochs=3", "train.patience=0", "--out", str(run))
+    out = run_cli("cv", "configs/ravdess_au.yaml", *refit, "train.max_epochs=3", "train.patience=0", "--folds", "0",
+                  "--out", str(tmp_path / "cv")).stdout
+    assert "| val acc % (actors trained on) |" in out
+    run = tmp_path / "cv" / "fold0"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 3 and not metrics["stopped_early"]
     best, last = (json.loads((run / f"checkpoints/{n}.json").read_text()) for n in ("best", "last"))

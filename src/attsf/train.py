@@ -353,6 +353,9 @@ def cv_summary(results: dict[int, dict]) -> dict:
         "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
         "unweighted_accuracy_mean": float(uacc.mean()), "per_class_recall_mean": recall,
     }
+    if any(m.get("provenance", {}).get("config", {}).get("data", {}).get("train_on") == "train+val"
+           for m in results.values()):
+        summary["val_trained_on"] = True  # data.train_on=train+val: the val actors are not held out
     heads = {name: [m["test"][key] * 100 for m in results.values() if key in m["test"]]
              for name, key in (("audio", "accuracy_a_head"), ("visual", "accuracy_v_head"))}
     if all(len(v) == len(results) for v in heads.values()):
@@ -372,7 +375,8 @@ def seeds_summary(per_seed: dict[int, dict[int, dict]]) -> dict:
 
 
 def cv_markdown(summary: dict) -> str:
-    lines = ["| run | test acc % | val acc % | epochs | best epoch |", "| --- | --- | --- | --- | --- |"]
+    val = "val acc % (actors trained on)" if summary.get("val_trained_on") else "val acc %"
+    lines = [f"| run | test acc % | {val} | epochs | best epoch |", "| --- | --- | --- | --- | --- |"]
     for k, f in summary["folds"].items():
         lines.append(f"| {k} | {f['test_accuracy']:.2f} | {f['val_accuracy']:.2f} | {f['epochs']} | {f['best_epoch']} |")
     lines.append(f"| mean ± std | {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f} | | | |")
