@@ -104,13 +104,14 @@ def robustness_comparison_figure(means: list[tuple[Row, dict]]) -> bytes:
 
 def fold_curves_figure(models: list[tuple[str, list[Path]]]) -> bytes:
     """Train and validation accuracy per epoch of every fold, one panel per model, with each
-    fold's best epoch (the evaluated weights) marked and chance drawn."""
+    fold's evaluated epoch (best on validation, or the last with ``train.select=last``)
+    marked and chance drawn; a model whose folds trained on their val actors says so."""
     cols = min(3, len(models))
     rows = -(-len(models) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False, sharey=True)
     cmap = plt.get_cmap("tab10")
     for ax, (name, folds) in zip(axes.flat, models):
-        n_classes = None
+        n_classes, refit = None, False
         for i, fold in enumerate(folds):
             series = epoch_series(fold / "metrics.csv") if (fold / "metrics.csv").is_file() else {}
             for key, style in (("val_acc", "-"), ("train_acc", ":")):
@@ -121,11 +122,12 @@ def fold_curves_figure(models: list[tuple[str, list[Path]]]) -> bytes:
             best = metrics.get("best_epoch")
             if best in series.get("val_acc", {}):
                 ax.plot([best], [100 * series["val_acc"][best]], "o", color=cmap(i), mfc="none",
-                        label="best epoch" if i == 0 else None)
+                        label="evaluated epoch" if i == 0 else None)
+            refit |= metrics.get("provenance", {}).get("config", {}).get("data", {}).get("train_on") == "train+val"
             n_classes = n_classes or len(metrics.get("test", {}).get("per_class_recall", {})) or None
         if n_classes:
             ax.axhline(100 / n_classes, color="grey", ls="--", lw=1, label=f"chance ({100 / n_classes:.1f} %)")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(f"{name} (val actors trained on)" if refit else name, fontsize=9)
         ax.set_xlabel("epoch")
     for ax in axes.flat[len(models):]:
         ax.axis("off")
@@ -176,7 +178,8 @@ def build_overview(out_dir: str | Path) -> Path:
     folds = {slug: fold_summary(d) for slug, (_, d) in models.items()}
     figures: dict[str, bytes] = {}
     parts = [f"<h1>attsf report: {html.escape(root.name)}</h1>", f"<p>Folder <code>{html.escape(str(root))}</code>; "
-             "test accuracy of each fold's best weights (by validation accuracy).</p>"]
+             "test accuracy of each fold's evaluated weights (its best validation epoch, or its last epoch "
+             "with <code>train.select=last</code>).</p>"]
     head = ["model", "ours % (mean ± std)", "per fold", "paper % (RAVDESS)"]
     for name, exp_rows in EXPERIMENTS.items():
         if name == "robustness" or not (root / f"{name}.json").is_file():

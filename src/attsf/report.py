@@ -22,7 +22,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from attsf.config import DataConfig, TrainConfig  # noqa: E402
 from attsf.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 DPI = 150  # print quality
@@ -94,11 +93,11 @@ CLASS_LOSSES = {"loss_av": "fused head", "loss_a": "audio head", "loss_v": "visu
 
 
 def curves_figure(metrics_csv: Path, best_epoch: int | None = None, n_classes: int | None = None,
-                  train: TrainConfig | None = None, data: DataConfig | None = None) -> bytes | None:
-    """Accuracy (or MAE) with chance and the evaluated epoch marked (best, or with
-    ``train.select=last`` the last), the classification losses, and L_sim apart (its scale
-    would flatten the others); with ``data.train_on=train+val`` the val curves are marked as
-    actors the run trained on."""
+                  val_trained_on: bool = False) -> bytes | None:
+    """Accuracy (or MAE) with chance and the evaluated epoch marked (the best on validation,
+    or the last with ``train.select=last``), the classification losses, and L_sim apart (its
+    scale would flatten the others). ``val_trained_on`` (``data.train_on=train+val``): the
+    val curves are labelled as actors the run trained on."""
     if not metrics_csv.is_file():
         return None
     series = epoch_series(metrics_csv)
@@ -106,7 +105,7 @@ def curves_figure(metrics_csv: Path, best_epoch: int | None = None, n_classes: i
     fig, axes = plt.subplots(1, 3 if has_sim else 2, figsize=(13 if has_sim else 9, 3.6))
     plot = lambda ax, key, label, **kw: ax.plot(list(series[key]), list(series[key].values()), label=label, **kw)  # noqa: E731
     acc = axes[0]
-    val = "val actors (trained on)" if data is not None and data.train_on == "train+val" else "validation"
+    val = "val actors (trained on)" if val_trained_on else "validation"
     for key, label in (("train_acc", "train"), ("val_acc", val), ("train_mae", "train"), ("val_mae", val)):
         if key in series:
             plot(acc, key, label, marker=".")
@@ -133,8 +132,7 @@ def curves_figure(metrics_csv: Path, best_epoch: int | None = None, n_classes: i
         axes[2].set_title("L_sim (similarity loss, eq. 17)")
     for ax in axes:
         if best_epoch is not None:
-            kept = f"{'last' if train is not None and train.select == 'last' else 'best'} epoch ({best_epoch})"
-            ax.axvline(best_epoch, color="#d62728", lw=1, alpha=.7, label=kept)
+            ax.axvline(best_epoch, color="#d62728", lw=1, alpha=.7, label=f"evaluated epoch ({best_epoch})")
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -270,7 +268,7 @@ def build_report(run_dir: str | Path, seed: int = 0, cache: str | None = None) -
             figures["tsne"] = tsne_figure(tsne_embedding(pred["features"], seed), pred["label"].astype(int), run.labels)
     best = root / "checkpoints" / "best.json"
     curves = curves_figure(root / "metrics.csv", json.loads(best.read_text()).get("epoch") if best.is_file() else None,
-                           None if regression else len(run.labels), run.cfg.train, run.cfg.data)
+                           None if regression else len(run.labels), run.cfg.data.train_on == "train+val")
     if curves:
         figures["curves"] = curves
     robust_path = root / "robustness.json"
