@@ -14,6 +14,7 @@ VARIANTS = {
     "no_visual_aux": {"use_visual_aux": False}, "text": {"text_dim": 24},
     "regression": {"task": "regression", "n_classes": 1}, "audio_only": {"modalities": "a"},
     "visual_only": {"modalities": "v"}, "visual_len_7": {}, "seb": {"cross_block": "seb"},
+    "visual_no_norm": {"visual_norm": "none"},
 }
 
 
@@ -82,6 +83,16 @@ def test_ablation_removes_exactly_its_parameters(flag, prefix):
     assert not set(ablated) - set(full)
     changed = {n for n in ablated if ablated[n] != full[n]}
     assert changed == ({"head.1.weight"} if flag == "use_sab" else set())
+
+
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_visual_norm_none_makes_the_visual_stream_per_sample(norm):
+    """Without its BatchNorms the AU front-end maps each clip on its own in training mode too."""
+    stream = build_model(replace(SMALL, modalities="v", visual_norm=norm, dropout=0.0)).stream.train()
+    x = torch.randn(6, 1, 35)
+    alone, together = stream(x[:2]), stream(x)[:2]
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm1d) for m in stream.modules())
+    assert (n_bn, torch.allclose(alone, together, atol=1e-6)) == ((0, True) if norm == "none" else (2, False))
 
 
 def test_efficientface_mode_on_frames():

@@ -47,10 +47,11 @@ class AudioFrontEnd(nn.Module):
         return self.convs(self.input_norm(mfcc)).transpose(1, 2)
 
 
-def _temporal_convs(c_in: int, channels: tuple[int, ...]) -> nn.Sequential:
+def _temporal_convs(c_in: int, channels: tuple[int, ...], batch_norm: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
     for c_out in channels:
-        layers += [nn.Conv1d(c_in, c_out, 3, padding=1), nn.BatchNorm1d(c_out), nn.ReLU(inplace=True)]
+        norm = nn.BatchNorm1d(c_out) if batch_norm else nn.Identity()
+        layers += [nn.Conv1d(c_in, c_out, 3, padding=1), norm, nn.ReLU(inplace=True)]
         c_in = c_out
     return nn.Sequential(*layers)
 
@@ -61,9 +62,12 @@ class VisualFrontEnd(nn.Module):
     ``mode="efficientface"``: EfficientFace on each 224x224 face crop (1024-d per frame).
     ``mode="features"``: precomputed per-frame features of width ``in_dim`` (any T_v >= 1),
     standardised by a BatchNorm over feature channels. Convolutions keep the length T_v.
+    ``norm="none"`` drops every BatchNorm of the front-end: with one feature vector per clip
+    (T_v = 1) each BN normalises over the batch alone, and on speaker-normalised AUs the
+    network without them scores higher (docs/results.md).
     """
 
-    def __init__(self, mode: str, in_dim: int, channels: tuple[int, ...]) -> None:
+    def __init__(self, mode: str, in_dim: int, channels: tuple[int, ...], norm: str = "batch") -> None:
         super().__init__()
         self.mode = mode
         if mode == "efficientface":
@@ -72,8 +76,8 @@ class VisualFrontEnd(nn.Module):
             self.pixel_norm = PixelNorm()
             self.input_norm: nn.Module = nn.Identity()
         else:
-            self.input_norm = nn.BatchNorm1d(in_dim)
-        self.convs = _temporal_convs(in_dim, channels)
+            self.input_norm = nn.BatchNorm1d(in_dim) if norm == "batch" else nn.Identity()
+        self.convs = _temporal_convs(in_dim, channels, norm == "batch")
 
     def encode_frames(self, frames: Tensor) -> Tensor:
         """(B, T, 3, H, W) uint8 or [0, 1] float -> (B, T, 1024)."""
@@ -331,6 +335,7 @@ class ATTSFConfig:
     visual_weights: str = ""
     visual_dim: int = bounded(1024, ge=1)  # width of precomputed features (mode "features")
     visual_channels: tuple[int, ...] = bounded((64, 64, 128, 128), ge=1)
+    visual_norm: Literal["batch", "none"] = "batch"  # BatchNorms of the visual front-end, or none
     temporal: Literal["lstm", "linear"] = "lstm"
     n_cmb: int = bounded(6, ge=1)
     n_sab: int = bounded(6, ge=1)
@@ -378,7 +383,7 @@ def _audio_stream(cfg: ATTSFConfig) -> _Stream:
 
 
 def _visual_stream(cfg: ATTSFConfig) -> _Stream:
-    return _Stream(VisualFrontEnd(cfg.visual_mode, cfg.visual_dim, cfg.visual_channels), cfg)
+    return _Stream(VisualFrontEnd(cfg.visual_mode, cfg.visual_dim, cfg.visual_channels, cfg.visual_norm), cfg)
 
 
 def _aux(cfg: ATTSFConfig) -> AVAM:
