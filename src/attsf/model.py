@@ -62,9 +62,10 @@ class VisualFrontEnd(nn.Module):
     ``mode="efficientface"``: EfficientFace on each 224x224 face crop (1024-d per frame).
     ``mode="features"``: precomputed per-frame features of width ``in_dim`` (any T_v >= 1),
     standardised by a BatchNorm over feature channels. Convolutions keep the length T_v.
-    ``norm="none"`` drops every BatchNorm of the front-end: with one feature vector per clip
-    (T_v = 1) each BN normalises over the batch alone, and on speaker-normalised AUs the
-    network without them scores higher (docs/results.md).
+    ``norm="none"`` drops the input BatchNorm and those of the conv blocks (EfficientFace
+    keeps its own): with one feature vector per clip (T_v = 1) each BN normalises over the
+    batch alone, and on speaker-normalised AUs the network without them scores higher
+    (docs/results.md).
     """
 
     def __init__(self, mode: str, in_dim: int, channels: tuple[int, ...], norm: str = "batch") -> None:
