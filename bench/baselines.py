@@ -57,7 +57,7 @@ def main() -> None:
 
     models = {
         "logistic regression": lambda: LogisticRegression(max_iter=2000),
-        # 256 ReLU units, L2 alpha=3 (weak L2, alpha=0.01, scores 2 points lower on the AUs)
+        # 256 ReLU units, strong L2 (alpha=0.01 scored 72.7 % on the AUs, alpha=3 75.6 %)
         "MLP": lambda: MLPClassifier((256,), alpha=3.0, max_iter=500, random_state=0),
     }
     scores: dict[tuple[str, str, str], list[float]] = {}
