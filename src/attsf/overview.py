@@ -23,7 +23,7 @@ from attsf.experiments import EXPERIMENTS, PAPER_FRACTIONS, Row
 from attsf.io import atomic_write_bytes, read_json
 from attsf.report import _png, confusion_figure, epoch_series, html_img, html_table, provenance_section, write_page
 from attsf.robustness import mean_robustness
-from attsf.train import cv_summary
+from attsf.train import cv_summary, val_trained_on
 
 
 def _folds(cv_dir: Path) -> list[Path]:
@@ -123,7 +123,7 @@ def fold_curves_figure(models: list[tuple[str, list[Path]]]) -> bytes:
             if best in series.get("val_acc", {}):
                 ax.plot([best], [100 * series["val_acc"][best]], "o", color=cmap(i), mfc="none",
                         label="evaluated epoch" if i == 0 else None)
-            refit |= metrics.get("provenance", {}).get("config", {}).get("data", {}).get("train_on") == "train+val"
+            refit |= val_trained_on(metrics)
             n_classes = n_classes or len(metrics.get("test", {}).get("per_class_recall", {})) or None
         if n_classes:
             ax.axhline(100 / n_classes, color="grey", ls="--", lw=1, label=f"chance ({100 / n_classes:.1f} %)")

@@ -335,6 +335,12 @@ def _train_job(cfg: Config, run_dir: Path, resume: bool) -> dict:
     return train(replace(cfg, train=replace(cfg.train, progress=False)), run_dir, resume=resume)
 
 
+def val_trained_on(metrics: dict) -> bool:
+    """Whether a run's ``metrics.json`` records ``data.train_on=train+val``: its val actors
+    were trained on, not held out."""
+    return metrics.get("provenance", {}).get("config", {}).get("data", {}).get("train_on") == "train+val"
+
+
 def cv_summary(results: dict[int, dict]) -> dict:
     """Test accuracy (per fold, mean, std), UA and mean per-class recall, in %, of finished
     folds' ``metrics.json`` contents keyed by fold number; for a fused model also the mean
@@ -353,9 +359,8 @@ def cv_summary(results: dict[int, dict]) -> dict:
         "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
         "unweighted_accuracy_mean": float(uacc.mean()), "per_class_recall_mean": recall,
     }
-    if any(m.get("provenance", {}).get("config", {}).get("data", {}).get("train_on") == "train+val"
-           for m in results.values()):
-        summary["val_trained_on"] = True  # data.train_on=train+val: the val actors are not held out
+    if any(val_trained_on(m) for m in results.values()):
+        summary["val_trained_on"] = True
     heads = {name: [m["test"][key] * 100 for m in results.values() if key in m["test"]]
              for name, key in (("audio", "accuracy_a_head"), ("visual", "accuracy_v_head"))}
     if all(len(v) == len(results) for v in heads.values()):
