@@ -1,8 +1,9 @@
 """Where the AU network loses to an MLP: the AU-only network, variants of its path and a
 one-hidden-layer MLP, each trained with the packaged AU recipe in one bare PyTorch loop over
-the in-memory AU vectors (train + val actors, last epoch, 5 folds, one seed).
+the in-memory AU vectors (train + val actors, last epoch, 5 folds, one seed); config
+overrides as ``attsf train`` takes them (``train.weight_decay=1e-2``).
 
-    python bench/au_path.py [--cache cache/ravdess_au] [--config ravdess_au_only_recipe] [--only mlp,net]
+    python bench/au_path.py [--cache cache/ravdess_au] [--config ravdess_au_only_recipe] [--only mlp,net] [KEY=VALUE ...]
 
 The recipe's batch size, learning rate, weight decay, cosine schedule, warm-up, feature
 noise, mixup and label smoothing come from the config; speaker normalisation as
@@ -71,16 +72,17 @@ def main() -> None:
     p.add_argument("--config", default="ravdess_au_only_recipe")
     p.add_argument("--only", help="comma-separated variant names (default: all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", help="config overrides, KEY=VALUE")
     args = p.parse_args()
     torch.set_num_threads(1)
-    cfg = load_config(resolve_config_path(args.config))
+    cfg = load_config(resolve_config_path(args.config), args.overrides)
     cache = ClipCache(args.cache)
     stats = normalize.speaker_stats(cache, cache.records)
     x = torch.stack([normalize.apply(cache.load(r), stats[r.speaker])["visual"].float() for r in cache.records])
     y = torch.tensor([cache.label_index(r) for r in cache.records])
     speaker = np.array([r.speaker for r in cache.records])
     names = args.only.split(",") if args.only else list(VARIANTS)
-    print(f"{args.config}, seed {args.seed}: test accuracy % per fold, train + val actors, last epoch")
+    print(f"{' '.join([args.config, *args.overrides])}, seed {args.seed}: test accuracy % per fold, train + val actors, last epoch")
     for name in names:
         scores = []
         for fold in load_folds(cfg.data.folds)["folds"]:
