@@ -1,7 +1,9 @@
 """Where the AU network loses to an MLP: the AU-only network, variants of its path and a
 one-hidden-layer MLP, each trained with the packaged AU recipe in one bare PyTorch loop over
 the in-memory AU vectors (train + val actors, last epoch, 5 folds, one seed); config
-overrides as ``attsf train`` takes them (``train.weight_decay=1e-2``).
+overrides as ``attsf train`` takes them (``train.weight_decay=1e-2``). ``--on val`` trains on
+the train actors and scores the validation actors instead, so that settings can be chosen
+without looking at the test actors.
 
     python bench/au_path.py [--cache cache/ravdess_au] [--config ravdess_au_only_recipe] [--only mlp,net] [KEY=VALUE ...]
 
@@ -72,6 +74,8 @@ def main() -> None:
     p.add_argument("--config", default="ravdess_au_only_recipe")
     p.add_argument("--only", help="comma-separated variant names (default: all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--on", choices=("test", "val"), default="test",
+                   help="test: fit train + val actors, score test actors; val: fit train actors, score val actors")
     p.add_argument("overrides", nargs="*", help="config overrides, KEY=VALUE")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -82,7 +86,9 @@ def main() -> None:
     y = torch.tensor([cache.label_index(r) for r in cache.records])
     speaker = np.array([r.speaker for r in cache.records])
     names = args.only.split(",") if args.only else list(VARIANTS)
-    print(f"{' '.join([args.config, *args.overrides])}, seed {args.seed}: test accuracy % per fold, train + val actors, last epoch")
+    fit = ("train", "val") if args.on == "test" else ("train",)
+    print(f"{' '.join([args.config, *args.overrides])}, seed {args.seed}: {args.on} accuracy % per fold, "
+          f"fitted on the {' + '.join(fit)} actors, last epoch")
     for name in names:
         scores = []
         for fold in load_folds(cfg.data.folds)["folds"]:
@@ -90,8 +96,8 @@ def main() -> None:
             overrides = VARIANTS[name]
             model = MLP(x.shape[-1], cfg.model.n_classes) if overrides is None else \
                 build_model(replace(cfg.model, **overrides))
-            train = np.flatnonzero(np.isin(speaker, fold["train"] + fold["val"]))
-            scores.append(fit_and_test(model, cfg, x, y, train, np.flatnonzero(np.isin(speaker, fold["test"]))))
+            train = np.flatnonzero(np.isin(speaker, [s for part in fit for s in fold[part]]))
+            scores.append(fit_and_test(model, cfg, x, y, train, np.flatnonzero(np.isin(speaker, fold[args.on]))))
         print(f"| {name} | " + " | ".join(f"{s:.1f}" for s in scores) + f" | {np.mean(scores):.2f} |", flush=True)
 
 
