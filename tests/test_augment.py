@@ -72,6 +72,16 @@ def test_augment_batch_leaves_unimodal_and_clean_batches_alone():
     assert torch.equal(out["audio"], b["audio"]) and torch.equal(out["visual"], b["visual"])
 
 
+def test_feature_noise_reaches_only_the_modalities_in_noise_on():
+    b = _batch()
+    torch.manual_seed(4)
+    only_v = augment_batch(b, AugmentConfig(feature_noise=0.8, noise_on="v"), 8, fused=True)
+    assert torch.equal(only_v["audio"], b["audio"])
+    assert (only_v["visual"] - b["visual"]).std() > 0.5
+    both = augment_batch(b, AugmentConfig(feature_noise=0.8), 8, fused=True)
+    assert not torch.equal(both["audio"], b["audio"]) and not torch.equal(both["visual"], b["visual"])
+
+
 def test_paper_learning_rate_schedule():
     t = TrainConfig()  # x0.9 at epoch 30 and every 20 epochs after it (paper §IV-B)
     assert [lr_factor(e, t) for e in (0, 29, 30, 49, 50, 70)] == pytest.approx([1, 1, 0.9, 0.9, 0.81, 0.729])

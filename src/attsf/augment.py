@@ -5,9 +5,10 @@
   ``time_width`` frames and ``freq_masks`` bands of up to ``freq_width`` coefficients are
   set to zero (the speaker mean once features are speaker-normalised);
 * ``time_shift``: the MFCC frames shifted by up to ± that many frames, zero filled;
-* ``feature_noise``: Gaussian noise of that standard deviation added to every float input
-  (MFCC and precomputed visual features: noise on the features, in units of their
-  speaker-normalised scale);
+* ``feature_noise``: Gaussian noise of that standard deviation added to the float inputs
+  of the modalities in ``noise_on`` (MFCC and precomputed visual features: noise on the
+  features, in units of their speaker-normalised scale); ``noise_on: v`` gives a fused
+  model the AU recipe's noise without putting it on the MFCC too;
 * ``modality_dropout``: with this probability a training sample of a fused model loses one
   of its two modalities (zeros, as "missing" in ``attsf robustness``), each equally
   likely, so the network learns to fall back on the other;
@@ -21,6 +22,7 @@ what an uninterrupted one would.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -37,6 +39,7 @@ class AugmentConfig:
     freq_width: int = bounded(2, ge=0)
     time_shift: int = bounded(0, ge=0)
     feature_noise: float = bounded(0.0, ge=0)
+    noise_on: Literal["av", "a", "v"] = "av"
     modality_dropout: float = bounded(0.0, ge=0, le=1)
     mixup: float = bounded(0.0, ge=0)
 
@@ -123,7 +126,7 @@ def augment_batch(batch: dict[str, Tensor], cfg: AugmentConfig, n_classes: int, 
         batch["audio"] = audio
     if cfg.feature_noise:
         for name in ("audio", "visual"):
-            x = batch.get(name)
+            x = batch.get(name) if name[0] in cfg.noise_on else None
             if x is not None and x.is_floating_point():
                 batch[name] = x + cfg.feature_noise * torch.randn_like(x)
     if fused and cfg.modality_dropout and "audio" in batch and "visual" in batch:
