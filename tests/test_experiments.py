@@ -33,6 +33,10 @@ def test_experiments_write_tables_and_reuse_runs(tiny_overrides, tmp_path):
     assert "| LSTM -> Linear |" in rep and rep.count("| 87.25 |") == 1
     assert "| CMB -> similarity-aware enhancement block |" in rep and rep.count("| 86.67 |") == 1
     assert (out / "cmb_similarity_aware_enhancement_block" / "fold0" / "metrics.json").is_file()
+    rows = ("avam_temporal_pooling", "lstm_linear", "cmb_similarity_aware_enhancement_block")
+    runs = [out / row / "fold0" for row in rows]
+    spans = sorted(((r / "config.yaml").stat().st_mtime, (r / "metrics.json").stat().st_mtime) for r in runs)
+    assert spans[1][0] < spans[0][1]  # --jobs 2 trained two rows at once: one pool for all the rows' runs
 
     page = run_cli("report", str(out)).stdout  # the experiment folder's report
     assert page.strip().endswith("report.html")

@@ -1,7 +1,7 @@
 """The paper's experiments, each one command over all folds: ``attsf experiment NAME CONFIG``.
 
 An experiment is a list of rows; a row is the base config with a few overrides, run with
-``cross_validate`` into ``OUT/<row>/`` (finished folds are reused, interrupted ones
+``cross_validate_many`` into ``OUT/<row>/`` (finished folds are reused, interrupted ones
 resumed; a fold run with other settings is an error, not silently reused). The result
 is ``OUT/<NAME>.md``: our mean ± std next to the paper's figure.
 ``robustness`` runs the variants, then masks each modality of every fold's test split
@@ -64,16 +64,14 @@ EXPERIMENTS: dict[str, tuple[Row, ...]] = {
 def run_experiment(name: str, config: str | Path, overrides: list[str], out: str | Path,
                    folds: list[int] | None = None, fractions: tuple[float, ...] | None = None,
                    snrs: tuple[float, ...] | None = None, jobs: int = 1) -> str:
-    """Run (or reuse) every row over the folds (``jobs`` folds of a row at once, as
+    """Run (or reuse) every row over the folds (``jobs`` runs at once, of any row, as
     ``attsf cv --jobs``); write and return the Markdown table."""
-    from attsf.train import cross_validate, trainer_rank_zero
+    from attsf.train import cross_validate_many, trainer_rank_zero
 
     out = Path(out)
     rows = EXPERIMENTS[name]
-    results = {}
-    for row in rows:
-        cfg = load_config(config, [*overrides, *row.overrides])
-        results[row.slug] = cross_validate(cfg, out / row.slug, folds, jobs=jobs)
+    studies = [(load_config(config, [*overrides, *row.overrides]), out / row.slug) for row in rows]
+    results = dict(zip((row.slug for row in rows), cross_validate_many(studies, folds, jobs=jobs)))
     if not trainer_rank_zero():  # under torchrun the other ranks only train; rank 0 writes the tables
         return ""
     if name == "robustness":

@@ -274,34 +274,49 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: list[int] | None = N
     at once in separate processes, each with ``cores // jobs`` threads unless
     ``train.threads`` is set. Writes ``cv.json`` and ``cv.md`` with mean ± std (over all
     runs, and per seed)."""
-    out_dir = Path(out_dir)
-    n_folds = len(load_folds(cfg.data.folds)["folds"])
-    folds = list(range(n_folds)) if folds is None else folds
-    if jobs > 1 and cfg.train.threads == 0:
-        cfg = replace(cfg, train=replace(cfg.train, threads=max(1, (os.cpu_count() or 1) // jobs)))
-    bases = {s: (replace(cfg, train=replace(cfg.train, seed=s)), out_dir / f"seed{s}") for s in seeds or []}
-    bases = bases or {cfg.train.seed: (cfg, out_dir)}
-    plan = [(s, k, *_fold_job(base, run_dir, k, n_folds)) for s, (base, run_dir) in bases.items() for k in folds]
-    results: dict[int, dict[int, dict]] = {s: {} for s in bases}
+    return cross_validate_many([(cfg, Path(out_dir))], folds, seeds, jobs)[0]
+
+
+def cross_validate_many(studies: list[tuple[Config, Path]], folds: list[int] | None = None,
+                        seeds: list[int] | None = None, jobs: int = 1) -> list[dict]:
+    """``cross_validate`` of several configs (the rows of an experiment), their runs
+    sharing one pool of ``jobs`` processes so that no core waits for a row's last fold."""
+    plan, bases, cfgs = [], [], []
+    for i, (cfg, out_dir) in enumerate(studies):
+        n_folds = len(load_folds(cfg.data.folds)["folds"])
+        if jobs > 1 and cfg.train.threads == 0:
+            cfg = replace(cfg, train=replace(cfg.train, threads=max(1, (os.cpu_count() or 1) // jobs)))
+        cfgs.append(cfg)
+        base = {s: (replace(cfg, train=replace(cfg.train, seed=s)), out_dir / f"seed{s}") for s in seeds or []}
+        bases.append(base or {cfg.train.seed: (cfg, out_dir)})
+        plan += [(i, s, k, *_fold_job(c, run_dir, k, n_folds)) for s, (c, run_dir) in bases[-1].items()
+                 for k in (range(n_folds) if folds is None else folds)]
+    results: list[dict[int, dict[int, dict]]] = [{s: {} for s in base} for base in bases]
     if jobs > 1:
-        if cfg.train.devices not in ("auto", "1") or not trainer_rank_zero():
+        if any(cfg.train.devices not in ("auto", "1") for cfg in cfgs) or not trainer_rank_zero():
             raise AttsfError("--jobs trains several runs at once on CPU; use it without DDP (train.devices)")
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_train_job, fold_cfg, run_dir, resume): (s, k)
-                       for s, k, fold_cfg, run_dir, resume in plan}
+            futures = {pool.submit(_train_job, fold_cfg, run_dir, resume): (i, s, k)
+                       for i, s, k, fold_cfg, run_dir, resume in plan}
             for future in as_completed(futures):
-                s, k = futures[future]
-                results[s][k] = future.result()
-                log.info("seed %d fold %d: test accuracy %.2f %%", s, k, 100 * results[s][k]["test"]["accuracy"])
+                i, s, k = futures[future]
+                results[i][s][k] = future.result()
+                log.info("%sseed %d fold %d: test accuracy %.2f %%", f"{studies[i][1].name}: " * (len(studies) > 1),
+                         s, k, 100 * results[i][s][k]["test"]["accuracy"])
     else:
-        for s, k, fold_cfg, run_dir, resume in plan:  # under DDP every rank trains every run; rank 0 writes
+        for i, s, k, fold_cfg, run_dir, resume in plan:  # under DDP every rank trains every run; rank 0 writes
             metrics = train(fold_cfg, run_dir, resume=resume)
             if metrics is not None:
-                results[s][k] = metrics
+                results[i][s][k] = metrics
         if not trainer_rank_zero():
-            return {}
-    results = {s: dict(sorted(r.items())) for s, r in results.items()}
+            return [{} for _ in studies]
+    return [_summarise(cfg, out_dir, {s: dict(sorted(r.items())) for s, r in res.items()}, seeds)
+            for cfg, (_, out_dir), res in zip(cfgs, studies, results)]
+
+
+def _summarise(cfg: Config, out_dir: Path, results: dict[int, dict[int, dict]], seeds: list[int] | None) -> dict:
+    """``cv.json`` and ``cv.md`` of one study (and of each seed folder, with ``seeds``)."""
     prov = provenance(cfg.to_dict(), cfg.data.cache)
     if not seeds:
         return summarise_cv(out_dir, results[cfg.train.seed], prov)
