@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--folds", help="comma-separated fold numbers (default: all)")
     ex.add_argument("--fractions", help="robustness: masking fractions (default 0.1,...,0.9)")
     ex.add_argument("--snr", help="robustness: audio noise SNRs in dB, or 'none' (default 20,10,5,0)")
-    ex.add_argument("--jobs", type=int, default=1, help="train this many folds of a row at once (CPU)")
+    ex.add_argument("--jobs", type=int, default=1, help="train this many runs at once, from every row's folds (CPU)")
     ex.set_defaults(func=cmd_experiment)
 
     rp = sub.add_parser("report", help="one self-contained HTML page of a run's, a cv's or an experiment's "
