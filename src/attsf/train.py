@@ -281,17 +281,17 @@ def cross_validate_many(studies: list[tuple[Config, Path]], folds: list[int] | N
                         seeds: list[int] | None = None, jobs: int = 1) -> list[dict]:
     """``cross_validate`` of several configs (the rows of an experiment), their runs
     sharing one pool of ``jobs`` processes so that no core waits for a row's last fold."""
-    plan, bases, cfgs = [], [], []
+    plan, cfgs, results = [], [], []
     for i, (cfg, out_dir) in enumerate(studies):
         n_folds = len(load_folds(cfg.data.folds)["folds"])
         if jobs > 1 and cfg.train.threads == 0:
             cfg = replace(cfg, train=replace(cfg.train, threads=max(1, (os.cpu_count() or 1) // jobs)))
         cfgs.append(cfg)
         base = {s: (replace(cfg, train=replace(cfg.train, seed=s)), out_dir / f"seed{s}") for s in seeds or []}
-        bases.append(base or {cfg.train.seed: (cfg, out_dir)})
-        plan += [(i, s, k, *_fold_job(c, run_dir, k, n_folds)) for s, (c, run_dir) in bases[-1].items()
+        base = base or {cfg.train.seed: (cfg, out_dir)}
+        plan += [(i, s, k, *_fold_job(c, run_dir, k, n_folds)) for s, (c, run_dir) in base.items()
                  for k in (range(n_folds) if folds is None else folds)]
-    results: list[dict[int, dict[int, dict]]] = [{s: {} for s in base} for base in bases]
+        results.append({s: {} for s in base})
     if jobs > 1:
         if any(cfg.train.devices not in ("auto", "1") for cfg in cfgs) or not trainer_rank_zero():
             raise AttsfError("--jobs trains several runs at once on CPU; use it without DDP (train.devices)")
