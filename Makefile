@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/attsf demo
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=12
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
