@@ -33,7 +33,7 @@ def test_real_audio_model_serves_and_beats_chance(tmp_path):
             "--quiet")
     run = tmp_path / "run"
     run_cli("train", "ravdess_audio_only", f"data.cache={cache}", f"data.folds={folds}", "data.normalize=speaker_train",
-            "train.max_epochs=6", "train.patience=6", "train.progress=false", "--out", str(run))
+            "train.max_epochs=3", "train.patience=3", "train.progress=false", "--out", str(run))
     measured = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
 
     rec = EmotionRecognizer.from_pretrained(run)
