@@ -115,7 +115,7 @@ def test_preprocess_efficientface_features(converted, tmp_path):
 
 
 def test_frames_path_end_to_end_with_the_pretrained_encoder(converted, demo_dir, tmp_path, caplog):
-    """Generated clips -> cache (the demo's) -> authors-format checkpoint converted -> 2 epochs
+    """Generated clips -> cache (the demo's) -> authors-format checkpoint converted -> 1 epoch
     with model.visual_weights -> the front-end starts from the file -> evaluate -> predict."""
     from attsf.config import load_config
     from attsf.data.synthetic import talking_clip
@@ -125,7 +125,7 @@ def test_frames_path_end_to_end_with_the_pretrained_encoder(converted, demo_dir,
     dst, reference = converted
     run = tmp_path / "run"
     data = [f"data.cache={demo_dir / 'cache'}", f"data.folds={demo_dir / 'folds.json'}", "train.progress=false"]
-    proc = run_cli("train", "demo", *data, f"model.visual_weights={dst}", "train.max_epochs=2", "--out", str(run))
+    proc = run_cli("train", "demo", *data, f"model.visual_weights={dst}", "train.max_epochs=1", "--out", str(run))
     assert f"pretrained weights from {dst}" in proc.stderr and "random weights" not in proc.stderr
     cfg = load_config(run / "config.yaml")
     encoder = visual_encoder(ATTSFModule(cfg, ["a", "b", "c", "d"]).model)  # what training starts from
