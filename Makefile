@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/preprocess.py
 	$(BIN)/python bench/predict.py
+	$(BIN)/python bench/cli_startup.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

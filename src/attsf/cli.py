@@ -20,19 +20,18 @@ def _config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from attsf.train import train
-
     if args.resume:
         from attsf.config import load_config
 
         cfg = load_config(Path(args.resume) / "config.yaml", args.overrides)
-        metrics = train(cfg, args.resume, resume=True)
+    elif args.config is None:
+        raise AttsfError("train needs a CONFIG (or --resume RUN_DIR)")
     else:
-        if args.config is None:
-            raise AttsfError("train needs a CONFIG (or --resume RUN_DIR)")
         cfg = _config(args)
-        out = args.out or f"runs/{cfg.name}/fold{cfg.data.fold}"
-        metrics = train(cfg, out)
+    from attsf.train import train  # Lightning: imported once the arguments have been checked
+
+    out = args.resume or args.out or f"runs/{cfg.name}/fold{cfg.data.fold}"
+    metrics = train(cfg, out, resume=bool(args.resume))
     if metrics:
         _print_metrics(metrics)
 
@@ -48,6 +47,9 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from attsf.evaluate import require_run
+
+    require_run(args.run_dir)
     from attsf.io import write_json
     from attsf.train import evaluate_run
 
@@ -60,12 +62,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_cv(args: argparse.Namespace) -> None:
-    from attsf.train import cross_validate
-
     cfg = _config(args)
     out = args.out or f"runs/{cfg.name}"
     folds = _ints("--folds", args.folds) if args.folds else None
     seeds = _ints("--seeds", args.seeds) if args.seeds else None
+    from attsf.train import cross_validate
+
     summary = cross_validate(cfg, out, folds, seeds, _jobs(args))
     if summary:
         print(Path(out, "cv.md").read_text())
@@ -102,12 +104,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> None:
-    from attsf.robustness import robustness, robustness_table
+    from attsf.evaluate import require_run
 
+    require_run(args.run_dir)
     fractions = _floats("--fractions", args.fractions)
     if not all(0 <= f <= 1 for f in fractions):
         raise AttsfError(f"--fractions {args.fractions}: each must be in [0, 1]")
-    result = robustness(args.run_dir, fractions, args.seed, _floats("--snr", args.snr), cache=args.cache)
+    snrs = _floats("--snr", args.snr)
+    from attsf.robustness import robustness, robustness_table
+
+    result = robustness(args.run_dir, fractions, args.seed, snrs, cache=args.cache)
     print(robustness_table(result), end="")
 
 
@@ -129,14 +135,16 @@ def _jobs(args: argparse.Namespace) -> int:
 
 def cmd_experiment(args: argparse.Namespace) -> None:
     from attsf.config import resolve_config_path
-    from attsf.experiments import run_experiment
 
     path = resolve_config_path(args.config)
     out = args.out or f"runs/experiments/{path.stem}"
     folds = _ints("--folds", args.folds) if args.folds else None
     fractions = _floats("--fractions", args.fractions) if args.fractions else None
     snrs = _floats("--snr", args.snr) if args.snr else None
-    table = run_experiment(args.name, path, args.overrides, out, folds, fractions, snrs, _jobs(args))
+    jobs = _jobs(args)
+    from attsf.experiments import run_experiment
+
+    table = run_experiment(args.name, path, args.overrides, out, folds, fractions, snrs, jobs)
     if table:  # rank 0
         print(table, end="")
         print(f"-> {out}/{args.name}.md")

@@ -1,11 +1,14 @@
 """The training engine: ATTSF-Net as a LightningModule, safetensors checkpoints for
-Lightning, and the callback that makes a resumed run continue the same random stream."""
+Lightning, the callback that makes a resumed run continue the same random stream, and one
+line per epoch for logs."""
 
 from __future__ import annotations
 
 import logging
 import math
 import random
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +167,18 @@ class RNGState(L.Callback):
         np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class EpochLines(L.Callback):
+    """One line per epoch for logs (used instead of Lightning's bar when not on a terminal)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.start = time.time()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        parts = [f"{k} {float(m[k]):.4f}" for k in ("train_loss", "train_acc", "val_acc", "val_mae") if k in m]
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {', '.join(parts)} "
+              f"({time.time() - getattr(self, 'start', time.time()):.0f} s)", file=sys.stderr, flush=True)

@@ -42,12 +42,18 @@ class Run:
     model: nn.Module
 
 
-def open_run(run_dir: str | Path, weights: str = BEST, cache: str | Path | None = None) -> Run:
-    """A run directory's config, labels and weights; ``cache`` replaces the recorded
-    ``data.cache`` (a run copied to another machine, or a cache moved)."""
+def require_run(run_dir: str | Path) -> Path:
+    """``run_dir`` as a Path, or a clear error where it holds no run."""
     root = Path(run_dir)
     if not (root / CONFIG_FILE).is_file():
         raise AttsfError(f"{root}: not a run directory ({CONFIG_FILE} missing)")
+    return root
+
+
+def open_run(run_dir: str | Path, weights: str = BEST, cache: str | Path | None = None) -> Run:
+    """A run directory's config, labels and weights; ``cache`` replaces the recorded
+    ``data.cache`` (a run copied to another machine, or a cache moved)."""
+    root = require_run(run_dir)
     cfg = load_config(root / CONFIG_FILE, [f"data.cache={cache}"] if cache else None)
     path = root / weights
     if not path.is_file():

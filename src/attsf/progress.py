@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 import time
 
-import lightning as L
 from tqdm import tqdm
 
 
@@ -39,17 +38,3 @@ def bar(total: int, desc: str, enabled: bool = True):
         return tqdm(total=total, disable=True)
     return tqdm(total=total, desc=desc, unit="clip") if interactive() else PlainProgress(total, desc)
 
-
-class EpochLines(L.Callback):
-    """One line per epoch for logs (used instead of Lightning's bar when not on a terminal)."""
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.start = time.time()
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        m = trainer.callback_metrics
-        parts = [f"{k} {float(m[k]):.4f}" for k in ("train_loss", "train_acc", "val_acc", "val_mae") if k in m]
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {', '.join(parts)} "
-              f"({time.time() - getattr(self, 'start', time.time()):.0f} s)", file=sys.stderr, flush=True)

@@ -24,11 +24,11 @@ from lightning.pytorch.loggers import CSVLogger
 
 from attsf.config import Config, load_config, save_config
 from attsf.data.datamodule import ClipDataModule, load_folds
-from attsf.engine import EMA, ATTSFModule, RNGState, SafetensorsCheckpointIO
+from attsf.engine import EMA, ATTSFModule, EpochLines, RNGState, SafetensorsCheckpointIO
 from attsf.errors import AttsfError, quiet_library_warnings
 from attsf.evaluate import BEST, CONFIG_FILE, metrics_for, open_run, predict_dataset
 from attsf.io import atomic_write_text, read_json, write_json
-from attsf.progress import EpochLines, interactive
+from attsf.progress import interactive
 from attsf.provenance import provenance
 
 log = logging.getLogger("attsf")
