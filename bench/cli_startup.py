@@ -21,6 +21,7 @@ COMMANDS = {
     "evaluate, no run": ["evaluate", "{tmp}/no_run"],
     "robustness, no run": ["robustness", "{tmp}/no_run"],
     "preprocess, no folder": ["preprocess", "ravdess", "--root", "{tmp}/no_folder", "--out", "{tmp}/cache"],
+    "report, no runs": ["report", "{tmp}"],
 }
 
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from attsf.cv_results import cv_summary, val_trained_on
 from attsf.errors import AttsfError
 from attsf.experiments import EXPERIMENTS, PAPER_FRACTIONS, Row
 from attsf.io import atomic_write_bytes, read_json
 from attsf.report import _png, confusion_figure, epoch_series, html_img, html_table, provenance_section, write_page
 from attsf.robustness import mean_robustness
-from attsf.train import cv_summary, val_trained_on
 
 
 def _folds(cv_dir: Path) -> list[Path]:

@@ -17,12 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from attsf.config import Config, load_config, save_config
+from attsf.cv_results import cv_markdown, seeds_summary, summarise_cv
 from attsf.data.datamodule import ClipDataModule, load_folds
 from attsf.engine import EMA, ATTSFModule, EpochLines, RNGState, SafetensorsCheckpointIO
 from attsf.errors import AttsfError, quiet_library_warnings
@@ -348,78 +348,6 @@ def _train_job(cfg: Config, run_dir: Path, resume: bool) -> dict:
     quiet_library_warnings()
     logging.getLogger("attsf").setLevel(logging.WARNING)
     return train(replace(cfg, train=replace(cfg.train, progress=False)), run_dir, resume=resume)
-
-
-def val_trained_on(metrics: dict) -> bool:
-    """Whether a run's ``metrics.json`` records ``data.train_on=train+val``: its val actors
-    were trained on, not held out."""
-    return metrics.get("provenance", {}).get("config", {}).get("data", {}).get("train_on") == "train+val"
-
-
-def cv_summary(results: dict[int, dict]) -> dict:
-    """Test accuracy (per fold, mean, std), UA and mean per-class recall, in %, of finished
-    folds' ``metrics.json`` contents keyed by fold number; for a fused model also the mean
-    accuracy of each auxiliary head alone (``head_accuracy_mean``: what the model answers
-    when the other modality is missing, as ``attsf predict`` does)."""
-    acc = np.array([m["test"]["accuracy"] for m in results.values()]) * 100
-    uacc = np.array([m["test"]["unweighted_accuracy"] for m in results.values()]) * 100
-    labels = list(next(iter(results.values()))["test"]["per_class_recall"])
-    recall = {c: float(np.mean([m["test"]["per_class_recall"].get(c, np.nan) for m in results.values()]) * 100)
-              for c in labels}
-    summary = {
-        "folds": {str(k): {"test_accuracy": m["test"]["accuracy"] * 100, "val_accuracy": m["val"]["accuracy"] * 100,
-                           "epochs": m["epochs"], "best_epoch": m["best_epoch"],
-                           "commit": m.get("provenance", {}).get("code", {}).get("commit")}
-                  for k, m in results.items()},
-        "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
-        "unweighted_accuracy_mean": float(uacc.mean()), "per_class_recall_mean": recall,
-    }
-    if any(val_trained_on(m) for m in results.values()):
-        summary["val_trained_on"] = True
-    heads = {name: [m["test"][key] * 100 for m in results.values() if key in m["test"]]
-             for name, key in (("audio", "accuracy_a_head"), ("visual", "accuracy_v_head"))}
-    if all(len(v) == len(results) for v in heads.values()):
-        summary["head_accuracy_mean"] = {name: float(np.mean(v)) for name, v in heads.items()}
-    return summary
-
-
-def seeds_summary(per_seed: dict[int, dict[int, dict]]) -> dict:
-    """``cv_summary`` over every (seed, fold) run, with each seed's own summary under ``seeds``
-    and the spread of the per-seed means."""
-    runs = {f"seed{s}/fold{k}": m for s, res in per_seed.items() for k, m in res.items()}
-    summary = cv_summary(runs)
-    summary["seeds"] = {str(s): cv_summary(res) for s, res in per_seed.items()}
-    means = np.array([v["accuracy_mean"] for v in summary["seeds"].values()])
-    summary["seed_means_std"] = float(means.std())
-    return summary
-
-
-def cv_markdown(summary: dict) -> str:
-    val = "val acc % (actors trained on)" if summary.get("val_trained_on") else "val acc %"
-    lines = [f"| run | test acc % | {val} | epochs | best epoch |", "| --- | --- | --- | --- | --- |"]
-    for k, f in summary["folds"].items():
-        lines.append(f"| {k} | {f['test_accuracy']:.2f} | {f['val_accuracy']:.2f} | {f['epochs']} | {f['best_epoch']} |")
-    lines.append(f"| mean ± std | {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f} | | | |")
-    if "head_accuracy_mean" in summary:
-        heads = summary["head_accuracy_mean"]
-        lines += ["", f"Each head alone (the answer when the other modality is missing): audio {heads['audio']:.2f} %, "
-                      f"visual {heads['visual']:.2f} %"]
-    if "seeds" in summary:
-        lines += ["", "| seed | test acc % (mean ± std over folds) |", "| --- | --- |"]
-        lines += [f"| {s} | {v['accuracy_mean']:.2f} ± {v['accuracy_std']:.2f} |" for s, v in summary["seeds"].items()]
-    lines += ["", "| class | mean recall % |", "| --- | --- |"]
-    lines += [f"| {c} | {r:.1f} |" for c, r in summary["per_class_recall_mean"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def summarise_cv(out_dir: Path, results: dict[int, dict], prov: dict | None = None) -> dict:
-    """``cv_summary`` (with the provenance of the call) written to ``cv.json`` and ``cv.md``."""
-    summary = cv_summary(results)
-    if prov is not None:
-        summary["provenance"] = prov
-    write_json(out_dir / "cv.json", summary)
-    atomic_write_text(out_dir / "cv.md", cv_markdown(summary))
-    return summary
 
 
 def trainer_rank_zero() -> bool:
