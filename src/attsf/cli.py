@@ -66,9 +66,10 @@ def cmd_cv(args: argparse.Namespace) -> None:
     out = args.out or f"runs/{cfg.name}"
     folds = _ints("--folds", args.folds) if args.folds else None
     seeds = _ints("--seeds", args.seeds) if args.seeds else None
+    jobs = _jobs(args)
     from attsf.train import cross_validate
 
-    summary = cross_validate(cfg, out, folds, seeds, _jobs(args))
+    summary = cross_validate(cfg, out, folds, seeds, jobs)
     if summary:
         print(Path(out, "cv.md").read_text())
         print(f"{cfg.name}: accuracy {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f} % "
