@@ -105,9 +105,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> None:
-    from attsf.evaluate import require_run
-
-    require_run(args.run_dir)
     fractions = _floats("--fractions", args.fractions)
     if not all(0 <= f <= 1 for f in fractions):
         raise AttsfError(f"--fractions {args.fractions}: each must be in [0, 1]")

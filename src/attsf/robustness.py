@@ -105,7 +105,6 @@ def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.roun
     skips it). Written to ``RUN_DIR/robustness.json`` and ``.md``; a result written after
     the best weights with the same fractions, SNRs and seed is reused."""
     from attsf.data.clips import PrepSettings, clip_waveform
-    from attsf.data.datamodule import ClipDataModule
     from attsf.evaluate import BEST, metrics_for, open_run, predict_dataset
 
     run_dir = Path(run_dir)
@@ -118,6 +117,8 @@ def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.roun
         previous = read_json(saved)
         if all(previous.get(k) == v for k, v in settings.items()) and ("fallback" in previous or len(modalities) < 2):
             return previous
+    from attsf.data.datamodule import ClipDataModule  # Lightning: only once there is work to do
+
     dataset = ClipDataModule(run.cfg).dataset("test")
     regression = run.cfg.model.task == "regression"
     key = "mae" if regression else "accuracy"
