@@ -72,11 +72,22 @@ def cv_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarise_cv(out_dir: Path, results: dict[int, dict], prov: dict | None = None) -> dict:
-    """``cv_summary`` (with the provenance of the call) written to ``cv.json`` and ``cv.md``."""
-    summary = cv_summary(results)
+def _write(out_dir: Path, summary: dict, prov: dict | None) -> dict:
     if prov is not None:
         summary["provenance"] = prov
     write_json(out_dir / "cv.json", summary)
     atomic_write_text(out_dir / "cv.md", cv_markdown(summary))
     return summary
+
+
+def summarise_cv(out_dir: Path, results: dict[int, dict], prov: dict | None = None) -> dict:
+    """``cv_summary`` (with the provenance of the call) written to ``cv.json`` and ``cv.md``."""
+    return _write(out_dir, cv_summary(results), prov)
+
+
+def summarise_seeds(out_dir: Path, per_seed: dict[int, dict[int, dict]], prov: dict | None = None) -> dict:
+    """``seeds_summary`` written to ``out_dir``, and each seed folder summarised as a cv
+    folder of its own (``attsf report`` works on it)."""
+    for s, res in per_seed.items():
+        summarise_cv(out_dir / f"seed{s}", res, prov)
+    return _write(out_dir, seeds_summary(per_seed), prov)

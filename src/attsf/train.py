@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from attsf.config import Config, load_config, save_config
-from attsf.cv_results import cv_markdown, seeds_summary, summarise_cv
+from attsf.cv_results import summarise_cv, summarise_seeds
 from attsf.data.datamodule import ClipDataModule, load_folds
 from attsf.engine import EMA, ATTSFModule, EpochLines, RNGState, SafetensorsCheckpointIO
 from attsf.errors import AttsfError, quiet_library_warnings
@@ -318,14 +318,7 @@ def cross_validate_many(studies: list[tuple[Config, Path]], folds: list[int] | N
 def _summarise(cfg: Config, out_dir: Path, results: dict[int, dict[int, dict]], seeds: list[int] | None) -> dict:
     """``cv.json`` and ``cv.md`` of one study (and of each seed folder, with ``seeds``)."""
     prov = provenance(cfg.to_dict(), cfg.data.cache)
-    if not seeds:
-        return summarise_cv(out_dir, results[cfg.train.seed], prov)
-    for s, res in results.items():  # each seed folder is a cv folder of its own (attsf report works on it)
-        summarise_cv(out_dir / f"seed{s}", res, prov)
-    summary = dict(seeds_summary(results), provenance=prov)
-    write_json(out_dir / "cv.json", summary)
-    atomic_write_text(out_dir / "cv.md", cv_markdown(summary))
-    return summary
+    return summarise_seeds(out_dir, results, prov) if seeds else summarise_cv(out_dir, results[cfg.train.seed], prov)
 
 
 def _fold_job(cfg: Config, out_dir: Path, k: int, n_folds: int) -> tuple[Config, Path, bool]:
