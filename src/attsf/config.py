@@ -61,6 +61,14 @@ class TrainConfig:
     # > 0: an exponential moving average of the weights (decay per optimiser step) is what
     # validation, early stopping and the saved checkpoints see; 0 (the paper): the raw weights
     ema_decay: float = bounded(0.0, ge=0, le=0.9999)
+    # a fused model's audio / visual branch (stream + AVAM) starts from this finished
+    # unimodal run of the same fold (a run directory; "{fold}" and "{seed}" are filled from
+    # data.fold and train.seed); "" (the paper): random initialisation (branches.py)
+    init_audio: str = ""
+    init_visual: str = ""
+    # the branches loaded from init_audio / init_visual stay as loaded (no gradient, eval
+    # mode): their auxiliary heads are the unimodal networks, the fallback with a modality missing
+    freeze_init: bool = False
     seed: int = bounded(42, ge=0, le=2**32 - 1)
     accelerator: str = "auto"
     devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")
@@ -87,6 +95,11 @@ class Config:
         if self.data.train_on == "train+val" and self.train.select == "best":
             raise ValueError("data.train_on=train+val trains on the validation speakers, so they cannot select "
                              "the weights: set train.select=last")
+        inits = self.train.init_audio or self.train.init_visual
+        if inits and self.model.modalities != "av":
+            raise ValueError("train.init_audio / train.init_visual start a fused model's branches (model.modalities=av)")
+        if self.train.freeze_init and not inits:
+            raise ValueError("train.freeze_init needs train.init_audio or train.init_visual")
 
     def to_dict(self) -> dict:
         return _to_plain(self)

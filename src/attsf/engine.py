@@ -20,6 +20,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from torch.optim.lr_scheduler import LambdaLR
 
 from attsf.augment import augment_batch
+from attsf.branches import frozen_modules, load_branches
 from attsf.config import Config, TrainConfig
 from attsf.efficientface import load_encoder_weights
 from attsf.io import load_state, save_state, write_json
@@ -54,8 +55,20 @@ class ATTSFModule(L.LightningModule):
         self.provenance = provenance or {}  # commit, cache fingerprint, seed, threads, versions (provenance.py)
         self.model = build_model(cfg.model)
         _load_visual_weights(self.model, cfg)
+        self.init_sources = load_branches(self.model, cfg)  # train.init_audio / init_visual, for the provenance
+        self._frozen = frozen_modules(self.model, cfg)
+        for module in self._frozen:  # Lightning keeps each submodule's mode, so eval() here lasts
+            module.requires_grad_(False).eval()
         self.regression = cfg.model.task == "regression"
         self._val: list[torch.Tensor] = []
+
+    def train(self, mode: bool = True) -> ATTSFModule:
+        """Frozen branches stay in eval mode: no dropout, and their BatchNorms keep the
+        loaded statistics, so their heads answer exactly as the unimodal networks."""
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.model(audio=batch.get("audio"), visual=batch.get("visual"), text=batch.get("text"))
@@ -88,7 +101,8 @@ class ATTSFModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         t = self.cfg.train
-        opt = torch.optim.Adam(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
         sched = LambdaLR(opt, lambda e: lr_factor(e, t))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 

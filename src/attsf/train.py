@@ -154,9 +154,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     module = ATTSFModule(cfg, dm.labels, dict(dm.cache.settings, normalization=dm.normalization(),
                                               training_data=training_data))
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume and trainer_rank_zero():  # the cache as an absolute path: the run works from any folder
-        save_config(replace(cfg, data=replace(cfg.data, cache=str(Path(cfg.data.cache).resolve()))),
-                    run_dir / CONFIG_FILE)
+    if not resume and trainer_rank_zero():  # paths made absolute: the run works from any folder
+        save_config(_absolute_paths(cfg), run_dir / CONFIG_FILE)
     handler = _file_logging(run_dir) if trainer_rank_zero() else logging.NullHandler()
     if trainer_rank_zero():
         _keep_history(run_dir)
@@ -188,7 +187,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     )
     log.info("%s: %s on %s, %d device(s), precision %s", run_dir, cfg.name, trainer.accelerator.__class__.__name__,
              trainer.num_devices, trainer.precision)
-    module.provenance = dict(provenance(cfg.to_dict(), cfg.data.cache, trainer.world_size), resumed=resume)
+    module.provenance = dict(provenance(cfg.to_dict(), cfg.data.cache, trainer.world_size), resumed=resume,
+                             **({"init": module.init_sources} if module.init_sources else {}))
     start = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
     logging.getLogger("attsf").removeHandler(handler)
@@ -202,6 +202,17 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     write_json(run_dir / METRICS, metrics)
     _record_test_accuracy(run_dir / BEST, metrics)
     return metrics
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).resolve()) if path else path
+
+
+def _absolute_paths(cfg: Config) -> Config:
+    """The cache and the unimodal runs a fused run starts from, as absolute paths."""
+    return replace(cfg, data=replace(cfg.data, cache=_absolute(cfg.data.cache)),
+                   train=replace(cfg.train, init_audio=_absolute(cfg.train.init_audio),
+                                 init_visual=_absolute(cfg.train.init_visual)))
 
 
 def _record_test_accuracy(weights: Path, metrics: dict) -> None:
@@ -254,11 +265,10 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 def config_differences(saved: Config, wanted: Config) -> list[str]:
     """The settings in which a finished run's config differs from the one asked for now
-    (``data.cache`` compared as a resolved path; the loss of a unimodal model is ignored,
+    (``data.cache`` and ``train.init_*`` compared as resolved paths; the loss of a unimodal model is ignored,
     as it has no L_sim or auxiliary terms, and so is the patience with ``train.select=last``)."""
-    a, b = _flat(saved.to_dict()), _flat(wanted.to_dict())
+    a, b = _flat(_absolute_paths(saved).to_dict()), _flat(_absolute_paths(wanted).to_dict())
     for flat in (a, b):
-        flat["data.cache"] = str(Path(flat["data.cache"]).resolve())
         flat["model.text_dim"] = flat["model.text_dim"] > 0
     skip = _NOT_COMPARED | ({k for k in a if k.startswith("loss.")} if wanted.model.modalities != "av" else set())
     if wanted.train.select == "last":  # no early stopping: the patience plays no part

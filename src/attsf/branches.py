@@ -1,0 +1,81 @@
+"""A fused model's branches started from finished unimodal runs (``train.init_audio`` /
+``train.init_visual``), and optionally kept as they are (``train.freeze_init``).
+
+ATTSF-Net's audio branch (stream + audio AVAM + its classifier) has the shape of the
+paper's "audio only" network (``UnimodalNet``: stream + AVAM), and likewise for the visual
+branch. Loading a unimodal run of the same fold into a branch and freezing it makes that
+branch's auxiliary head *be* the unimodal network: the answer with the other modality
+missing is the unimodal network's answer, while the CMB, SAB, fusion and head learn the
+fused path on top (two-stage training). Placeholders ``{fold}`` and ``{seed}`` in the path
+are filled from ``data.fold`` and ``train.seed``, so one config covers a cross-validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from torch import nn
+
+from attsf.config import Config, load_config
+from attsf.errors import AttsfError
+from attsf.io import load_state
+
+# fused-model attributes of each branch, and the unimodal modality that fills them
+BRANCHES = {"audio": ("a", "audio", "aux_a"), "visual": ("v", "visual", "aux_v")}
+# what the unimodal run must share with the fused one, or its weights saw other speakers or features
+SAME_DATA = ("cache", "folds", "fold", "normalize", "train_on", "protocol")
+
+
+def init_run_dir(template: str, cfg: Config) -> Path:
+    return Path(template.format(fold=cfg.data.fold, seed=cfg.train.seed))
+
+
+def _check_source(run_dir: Path, modality: str, cfg: Config, key: str) -> Config:
+    if not (run_dir / "metrics.json").is_file():
+        raise AttsfError(f"train.{key}: {run_dir} is not a finished run (metrics.json missing); train the unimodal "
+                         "network of this fold and seed first")
+    src = load_config(run_dir / "config.yaml")
+    if src.model.modalities != modality:
+        raise AttsfError(f"train.{key}: {run_dir} is a model.modalities={src.model.modalities} run, not {modality}")
+    for name in SAME_DATA:
+        there, here = getattr(src.data, name), getattr(cfg.data, name)
+        if name == "cache":
+            there, here = str(Path(there).resolve()), str(Path(here).resolve())
+        if there != here:
+            raise AttsfError(f"train.{key}: {run_dir} was trained with data.{name}={there}, this run has {here}")
+    return src
+
+
+def load_branches(model: nn.Module, cfg: Config) -> dict[str, dict]:
+    """Load each ``train.init_*`` run's stream and AVAM into the fused ``model``; returns
+    what was loaded (run, weights file and its SHA-256), for the run's provenance."""
+    loaded = {}
+    for branch, (modality, stream_attr, aux_attr) in BRANCHES.items():
+        key = f"init_{branch}"
+        template = getattr(cfg.train, key)
+        if not template:
+            continue
+        if getattr(model, aux_attr, None) is None:
+            raise AttsfError(f"train.{key} needs the {branch} auxiliary module (model.use_{branch}_aux=true)")
+        run_dir = init_run_dir(template, cfg)
+        _check_source(run_dir, modality, cfg, key)
+        weights = run_dir / "checkpoints" / "best.safetensors"
+        state = load_state(weights)["state_dict"]
+        for prefix, target in (("model.stream.", stream_attr), ("model.aux.", aux_attr)):
+            part = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+            try:
+                getattr(model, target).load_state_dict(part, strict=True)
+            except RuntimeError as exc:
+                raise AttsfError(f"train.{key}: {weights} does not fit this model's {branch} branch "
+                                 f"({str(exc).splitlines()[0]})") from None
+        loaded[branch] = {"run": str(run_dir.resolve()), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    return loaded
+
+
+def frozen_modules(model: nn.Module, cfg: Config) -> list[nn.Module]:
+    """The loaded branches' modules, when ``train.freeze_init`` keeps them as loaded."""
+    if not cfg.train.freeze_init:
+        return []
+    return [getattr(model, attr) for branch, (_, *attrs) in BRANCHES.items() if getattr(cfg.train, f"init_{branch}")
+            for attr in attrs]
