@@ -86,3 +86,13 @@ def test_a_source_run_that_does_not_fit_is_a_one_line_error(tiny_overrides, unim
 def test_freeze_init_needs_a_fused_model_with_an_init(tiny_overrides):
     proc = run_cli("train", *_args("unused", tiny_overrides, "train.freeze_init=true"), check=False)
     assert proc.returncode == 2 and "train.freeze_init needs train.init_audio" in proc.stderr
+
+
+def test_without_the_audio_auxiliary_the_stream_alone_is_loaded_and_frozen(tiny_overrides, unimodal_runs):
+    cfg = load_config("configs/ravdess_au.yaml", tiny_overrides + _init(unimodal_runs) + ["model.use_audio_aux=false"])
+    module = ATTSFModule(cfg, ["x"] * 4)
+    uni = load_state(f"{unimodal_runs['a'].format(seed=0, fold=0)}/checkpoints/best.safetensors")["state_dict"]
+    assert torch.equal(module.model.audio.temporal.seq.weight_ih_l0, uni["model.stream.temporal.seq.weight_ih_l0"])
+    module.train()
+    assert not module.model.audio.training and not any(p.requires_grad for p in module.model.audio.parameters())
+    assert module.model.cmb.training and all(p.requires_grad for p in module.model.cmb.parameters())

@@ -48,7 +48,8 @@ def _check_source(run_dir: Path, modality: str, cfg: Config, key: str) -> Config
 
 
 def load_branches(model: nn.Module, cfg: Config) -> dict[str, dict]:
-    """Load each ``train.init_*`` run's stream and AVAM into the fused ``model``; returns
+    """Load each ``train.init_*`` run's stream and AVAM (the stream alone where the model has
+    no such auxiliary module) into the fused ``model``; returns
     what was loaded (run, weights file and its SHA-256), for the run's provenance."""
     loaded = {}
     for branch, (modality, stream_attr, aux_attr) in BRANCHES.items():
@@ -56,13 +57,13 @@ def load_branches(model: nn.Module, cfg: Config) -> dict[str, dict]:
         template = getattr(cfg.train, key)
         if not template:
             continue
-        if getattr(model, aux_attr, None) is None:
-            raise AttsfError(f"train.{key} needs the {branch} auxiliary module (model.use_{branch}_aux=true)")
         run_dir = init_run_dir(template, cfg)
         _check_source(run_dir, modality, cfg, key)
         weights = run_dir / "checkpoints" / "best.safetensors"
         state = load_state(weights)["state_dict"]
         for prefix, target in (("model.stream.", stream_attr), ("model.aux.", aux_attr)):
+            if getattr(model, target) is None:  # model.use_*_aux=false: the stream alone
+                continue
             part = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
             try:
                 getattr(model, target).load_state_dict(part, strict=True)
@@ -78,4 +79,4 @@ def frozen_modules(model: nn.Module, cfg: Config) -> list[nn.Module]:
     if not cfg.train.freeze_init:
         return []
     return [getattr(model, attr) for branch, (_, *attrs) in BRANCHES.items() if getattr(cfg.train, f"init_{branch}")
-            for attr in attrs]
+            for attr in attrs if getattr(model, attr) is not None]
