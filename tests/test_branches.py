@@ -2,6 +2,7 @@
 (train.init_audio / init_visual), frozen with train.freeze_init."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,23 @@ def test_without_the_audio_auxiliary_the_stream_alone_is_loaded_and_frozen(tiny_
     module.train()
     assert not module.model.audio.training and not any(p.requires_grad for p in module.model.audio.parameters())
     assert module.model.cmb.training and all(p.requires_grad for p in module.model.cmb.parameters())
+
+
+def test_fallback_networks_answer_for_a_missing_modality(tiny_overrides, unimodal_runs, tmp_path):
+    """train.fallback_*: the unimodal runs travel in the fused run and answer with the other
+    modality missing; the fused network trains exactly as without them."""
+    fallbacks = [f"train.fallback_audio={unimodal_runs['a']}", f"train.fallback_visual={unimodal_runs['v']}"]
+    plain, carried = tmp_path / "plain", tmp_path / "carried"
+    run_cli("train", *_args(plain, tiny_overrides, "train.seed=0", "data.fold=0"))
+    run_cli("train", *_args(carried, tiny_overrides, "train.seed=0", "data.fold=0", *fallbacks))
+    p, c = (json.loads((r / "metrics.json").read_text()) for r in (plain, carried))
+    assert c["test"]["accuracy"] == p["test"]["accuracy"] and c["test"]["confusion"] == p["test"]["confusion"]
+    assert c["test"]["accuracy_a_avam_head"] == p["test"]["accuracy_a_head"]
+    uni = {m: json.loads((Path(unimodal_runs[m].format(seed=0, fold=0)) / "metrics.json").read_text())["test"]
+           for m in ("a", "v")}
+    assert c["test"]["accuracy_a_head"] == uni["a"]["accuracy"] and c["test"]["accuracy_v_head"] == uni["v"]["accuracy"]
+    assert (carried / "checkpoints/fallback_audio.safetensors").is_file()
+    assert set(c["provenance"]["fallbacks"]) == {"audio", "visual"}
+    run_cli("robustness", str(carried), "--fractions", "0.5", "--snr", "none")
+    fallback = json.loads((carried / "robustness.json").read_text())["fallback"]
+    assert fallback == {"audio": uni["v"]["accuracy"], "visual": uni["a"]["accuracy"]}

@@ -1,12 +1,17 @@
-"""A fused model's branches started from finished unimodal runs (``train.init_audio`` /
-``train.init_visual``), and optionally kept as they are (``train.freeze_init``).
+"""Finished unimodal runs inside a fused run: the fused model's branches started from them
+(``train.init_audio`` / ``train.init_visual``, optionally kept as they are with
+``train.freeze_init``), or the unimodal networks carried beside the fused one as the
+answer when a modality is missing (``train.fallback_audio`` / ``train.fallback_visual``).
 
 ATTSF-Net's audio branch (stream + audio AVAM + its classifier) has the shape of the
 paper's "audio only" network (``UnimodalNet``: stream + AVAM), and likewise for the visual
 branch. Loading a unimodal run of the same fold into a branch and freezing it makes that
 branch's auxiliary head *be* the unimodal network: the answer with the other modality
 missing is the unimodal network's answer, while the CMB, SAB, fusion and head learn the
-fused path on top (two-stage training). Placeholders ``{fold}`` and ``{seed}`` in the path
+fused path on top (two-stage training). A fallback leaves the fused network as the paper
+trains it and copies the unimodal run's weights into the run directory
+(``checkpoints/fallback_{audio,visual}.safetensors``); ``evaluate.open_run`` puts them
+beside the fused network (``model.WithFallbacks``). Placeholders ``{fold}`` and ``{seed}`` in the path
 are filled from ``data.fold`` and ``train.seed``, so one config covers a cross-validation.
 """
 
@@ -19,10 +24,11 @@ from torch import nn
 
 from attsf.config import Config, load_config
 from attsf.errors import AttsfError
-from attsf.io import load_state
+from attsf.io import atomic_write_bytes, load_state
 
 # fused-model attributes of each branch, and the unimodal modality that fills them
 BRANCHES = {"audio": ("a", "audio", "aux_a"), "visual": ("v", "visual", "aux_v")}
+FALLBACK = "checkpoints/fallback_{branch}.safetensors"
 # what the unimodal run must share with the fused one, or its weights saw other speakers or features
 SAME_DATA = ("cache", "folds", "fold", "normalize", "train_on", "protocol")
 
@@ -70,8 +76,33 @@ def load_branches(model: nn.Module, cfg: Config) -> dict[str, dict]:
             except RuntimeError as exc:
                 raise AttsfError(f"train.{key}: {weights} does not fit this model's {branch} branch "
                                  f"({str(exc).splitlines()[0]})") from None
-        loaded[branch] = {"run": str(run_dir.resolve()), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+        loaded[branch] = _record(run_dir)
     return loaded
+
+
+def _record(run_dir: Path) -> dict:
+    weights = run_dir / "checkpoints" / "best.safetensors"
+    return {"run": str(run_dir.resolve()), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+
+
+def fallback_sources(cfg: Config) -> dict[str, Path]:
+    """The finished unimodal runs named by ``train.fallback_*``, checked as the init runs are."""
+    sources = {}
+    for branch, (modality, *_) in BRANCHES.items():
+        if template := getattr(cfg.train, f"fallback_{branch}"):
+            sources[branch] = init_run_dir(template, cfg)
+            _check_source(sources[branch], modality, cfg, f"fallback_{branch}")
+    return sources
+
+
+def attach_fallbacks(run_dir: Path, sources: dict[str, Path]) -> dict[str, dict]:
+    """Copy each source run's best weights and sidecar into ``run_dir`` (atomically);
+    returns what was copied, for the run's provenance."""
+    for branch, src in sources.items():
+        target = run_dir / FALLBACK.format(branch=branch)
+        for suffix in (".safetensors", ".json"):
+            atomic_write_bytes(target.with_suffix(suffix), (src / "checkpoints" / f"best{suffix}").read_bytes())
+    return {branch: _record(src) for branch, src in sources.items()}
 
 
 def frozen_modules(model: nn.Module, cfg: Config) -> list[nn.Module]:

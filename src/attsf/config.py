@@ -69,6 +69,11 @@ class TrainConfig:
     # the branches loaded from init_audio / init_visual stay as loaded (no gradient, eval
     # mode): their auxiliary heads are the unimodal networks, the fallback with a modality missing
     freeze_init: bool = False
+    # finished unimodal runs of the same fold (placeholders as above) carried in this run
+    # beside the fused network: with the other modality missing, they answer instead of the
+    # fused network's AVAM heads (evaluate, robustness, predict); training is unchanged
+    fallback_audio: str = ""
+    fallback_visual: str = ""
     seed: int = bounded(42, ge=0, le=2**32 - 1)
     accelerator: str = "auto"
     devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")
@@ -98,6 +103,8 @@ class Config:
         inits = self.train.init_audio or self.train.init_visual
         if inits and self.model.modalities != "av":
             raise ValueError("train.init_audio / train.init_visual start a fused model's branches (model.modalities=av)")
+        if (self.train.fallback_audio or self.train.fallback_visual) and self.model.modalities != "av":
+            raise ValueError("train.fallback_audio / train.fallback_visual go with a fused model (model.modalities=av)")
         if self.train.freeze_init and not inits:
             raise ValueError("train.freeze_init needs train.init_audio or train.init_visual")
 

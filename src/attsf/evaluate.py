@@ -12,10 +12,11 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, mean_abs
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from attsf.branches import BRANCHES, FALLBACK
 from attsf.config import Config, load_config
 from attsf.errors import AttsfError
 from attsf.io import load_state, read_json
-from attsf.model import build_model
+from attsf.model import WithFallbacks, build_model
 
 CONFIG_FILE = "config.yaml"
 BEST = "checkpoints/best.safetensors"
@@ -61,7 +62,19 @@ def open_run(run_dir: str | Path, weights: str = BEST, cache: str | Path | None 
     side = read_json(path.with_suffix(".json"))
     model = build_model(cfg.model)
     load_weights(model, path)
-    return Run(root, cfg, list(side["labels"]), model.eval())
+    return Run(root, cfg, list(side["labels"]), with_fallbacks(model, root).eval())
+
+
+def with_fallbacks(model: nn.Module, root: Path) -> nn.Module:
+    """The fused ``model`` with the unimodal networks a run carries beside it
+    (``train.fallback_*``), or ``model`` itself where it carries none."""
+    nets = {}
+    for branch in BRANCHES:
+        path = root / FALLBACK.format(branch=branch)
+        if path.is_file():
+            nets[branch] = build_model(load_config(base=read_json(path.with_suffix(".json"))["config"]).model)
+            load_weights(nets[branch], path)
+    return WithFallbacks(model, nets.get("audio"), nets.get("visual")) if nets else model
 
 
 @torch.inference_mode()
@@ -70,7 +83,7 @@ def predict_dataset(model: nn.Module, dataset: Dataset, batch_size: int = 32, de
     """Logits, labels and head features of every item, in dataset order; ``transform``
     (e.g. a robustness corruption) is applied to each batch before the model sees it."""
     model = model.to(device).eval()
-    keep = ("logits", "logits_a", "logits_v", "features")
+    keep = ("logits", "logits_a", "logits_v", "logits_a_avam", "logits_v_avam", "features")
     out: dict[str, list[np.ndarray]] = {k: [] for k in keep + ("label",)}
     for batch in DataLoader(dataset, batch_size=batch_size):
         batch = transform(batch) if transform is not None else batch
@@ -134,7 +147,7 @@ def metrics_for(pred: dict[str, np.ndarray], labels: list[str], regression: bool
     if regression:
         return regression_metrics(pred["label"], pred["logits"][:, 0])
     result = classification_metrics(pred["label"], pred["logits"].argmax(1), labels)
-    for head in ("a", "v"):
+    for head in ("a", "v", "a_avam", "v_avam"):  # *_avam: the fused network's own heads, beside fallbacks
         if f"logits_{head}" in pred:
             result[f"accuracy_{head}_head"] = float(accuracy_score(pred["label"], pred[f"logits_{head}"].argmax(1)))
     return result

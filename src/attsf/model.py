@@ -477,6 +477,28 @@ class UnimodalNet(nn.Module):
         return {"logits": logits, "features": features}
 
 
+class WithFallbacks(nn.Module):
+    """A fused network with unimodal networks beside it that answer when a modality is
+    missing (``train.fallback_audio`` / ``fallback_visual``): the fused outputs, with
+    ``logits_a`` / ``logits_v`` (the answers from the audio / visual input alone) taken from
+    the unimodal networks; the fused network's own AVAM heads move to ``logits_a_avam`` /
+    ``logits_v_avam``. The fused path is untouched."""
+
+    def __init__(self, fused: nn.Module, audio: nn.Module | None = None, visual: nn.Module | None = None) -> None:
+        super().__init__()
+        self.fused, self.audio, self.visual = fused, audio, visual
+        self.cfg = fused.cfg
+
+    def forward(self, audio: Tensor, visual: Tensor, text: Tensor | None = None) -> dict[str, Tensor]:
+        out = self.fused(audio, visual, text)
+        for key, net, kwargs in (("logits_a", self.audio, {"audio": audio}), ("logits_v", self.visual, {"visual": visual})):
+            if net is not None:
+                if key in out:
+                    out[f"{key}_avam"] = out[key]
+                out[key] = net(**kwargs)["logits"]
+        return out
+
+
 # --------------------------------------------------------------------------- factories
 def build_model(cfg: ATTSFConfig) -> nn.Module:
     """The network a config describes: ATTSFNet for ``modalities="av"``, else UnimodalNet."""

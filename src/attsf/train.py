@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from attsf.branches import attach_fallbacks, fallback_sources
 from attsf.config import Config, load_config, save_config
 from attsf.cv_results import summarise_cv, summarise_seeds
 from attsf.data.datamodule import ClipDataModule, load_folds
@@ -153,6 +154,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
                      "speakers": len({r.speaker for r in dm.splits["train"]})}
     module = ATTSFModule(cfg, dm.labels, dict(dm.cache.settings, normalization=dm.normalization(),
                                               training_data=training_data))
+    fallbacks = fallback_sources(cfg)  # checked before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and trainer_rank_zero():  # paths made absolute: the run works from any folder
         save_config(_absolute_paths(cfg), run_dir / CONFIG_FILE)
@@ -195,6 +197,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     if trainer.global_rank != 0:
         return None
     _merge_history(run_dir)
+    if fallbacks:
+        module.provenance["fallbacks"] = attach_fallbacks(run_dir, fallbacks)
     metrics = evaluate_run(run_dir, splits=("val", "test"), dm=dm)
     metrics.update(epochs=trainer.current_epoch, stopped_early=trainer.current_epoch < cfg.train.max_epochs,
                    train_seconds=round(time.time() - start, 1),
@@ -209,10 +213,11 @@ def _absolute(path: str) -> str:
 
 
 def _absolute_paths(cfg: Config) -> Config:
-    """The cache and the unimodal runs a fused run starts from, as absolute paths."""
+    """The cache and the unimodal runs a fused run starts from or carries, as absolute paths."""
+    t = cfg.train
     return replace(cfg, data=replace(cfg.data, cache=_absolute(cfg.data.cache)),
-                   train=replace(cfg.train, init_audio=_absolute(cfg.train.init_audio),
-                                 init_visual=_absolute(cfg.train.init_visual)))
+                   train=replace(t, init_audio=_absolute(t.init_audio), init_visual=_absolute(t.init_visual),
+                                 fallback_audio=_absolute(t.fallback_audio), fallback_visual=_absolute(t.fallback_visual)))
 
 
 def _record_test_accuracy(weights: Path, metrics: dict) -> None:
@@ -265,8 +270,9 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 def config_differences(saved: Config, wanted: Config) -> list[str]:
     """The settings in which a finished run's config differs from the one asked for now
-    (``data.cache`` and ``train.init_*`` compared as resolved paths; the loss of a unimodal model is ignored,
-    as it has no L_sim or auxiliary terms, and so is the patience with ``train.select=last``)."""
+    (``data.cache``, ``train.init_*`` and ``train.fallback_*`` compared as resolved paths; the
+    loss of a unimodal model is ignored, as it has no L_sim or auxiliary terms, and so is the
+    patience with ``train.select=last``)."""
     a, b = _flat(_absolute_paths(saved).to_dict()), _flat(_absolute_paths(wanted).to_dict())
     for flat in (a, b):
         flat["model.text_dim"] = flat["model.text_dim"] > 0
