@@ -10,6 +10,7 @@ import torch
 from conftest import run_cli
 
 from attsf.config import load_config
+from attsf.cv_results import cv_summary
 from attsf.data.datamodule import ClipDataModule
 from attsf.engine import ATTSFModule
 from attsf.evaluate import open_run, predict_dataset
@@ -114,6 +115,9 @@ def test_fallback_networks_answer_for_a_missing_modality(tiny_overrides, unimoda
     assert c["test"]["accuracy_a_head"] == uni["a"]["accuracy"] and c["test"]["accuracy_v_head"] == uni["v"]["accuracy"]
     assert (carried / "checkpoints/fallback_audio.safetensors").is_file()
     assert set(c["provenance"]["fallbacks"]) == {"audio", "visual"}
+    summary = cv_summary({0: c})
+    assert summary["head_accuracy_mean"]["audio"] == 100 * uni["a"]["accuracy"]
+    assert summary["avam_head_accuracy_mean"]["audio"] == 100 * p["test"]["accuracy_a_head"]
     run_cli("robustness", str(carried), "--fractions", "0.5", "--snr", "none")
     fallback = json.loads((carried / "robustness.json").read_text())["fallback"]
     assert fallback == {"audio": uni["v"]["accuracy"], "visual": uni["a"]["accuracy"]}

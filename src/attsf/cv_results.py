@@ -20,7 +20,9 @@ def cv_summary(results: dict[int, dict]) -> dict:
     """Test accuracy (per fold, mean, std), UA and mean per-class recall, in %, of finished
     folds' ``metrics.json`` contents keyed by fold number; for a fused model also the mean
     accuracy of each auxiliary head alone (``head_accuracy_mean``: what the model answers
-    when the other modality is missing, as ``attsf predict`` does)."""
+    when the other modality is missing, as ``attsf predict`` does; with ``train.fallback_*``
+    these are the unimodal networks, and the fused network's own heads are
+    ``avam_head_accuracy_mean``)."""
     acc = np.array([m["test"]["accuracy"] for m in results.values()]) * 100
     uacc = np.array([m["test"]["unweighted_accuracy"] for m in results.values()]) * 100
     labels = list(next(iter(results.values()))["test"]["per_class_recall"])
@@ -36,10 +38,11 @@ def cv_summary(results: dict[int, dict]) -> dict:
     }
     if any(val_trained_on(m) for m in results.values()):
         summary["val_trained_on"] = True
-    heads = {name: [m["test"][key] * 100 for m in results.values() if key in m["test"]]
-             for name, key in (("audio", "accuracy_a_head"), ("visual", "accuracy_v_head"))}
-    if all(len(v) == len(results) for v in heads.values()):
-        summary["head_accuracy_mean"] = {name: float(np.mean(v)) for name, v in heads.items()}
+    for out, suffix in (("head_accuracy_mean", "head"), ("avam_head_accuracy_mean", "avam_head")):
+        heads = {name: [m["test"][f"accuracy_{h}_{suffix}"] * 100 for m in results.values()
+                        if f"accuracy_{h}_{suffix}" in m["test"]] for name, h in (("audio", "a"), ("visual", "v"))}
+        if all(len(v) == len(results) for v in heads.values()):
+            summary[out] = {name: float(np.mean(v)) for name, v in heads.items()}
     return summary
 
 
@@ -63,6 +66,10 @@ def cv_markdown(summary: dict) -> str:
     if "head_accuracy_mean" in summary:
         heads = summary["head_accuracy_mean"]
         lines += ["", f"Each head alone (the answer when the other modality is missing): audio {heads['audio']:.2f} %, "
+                      f"visual {heads['visual']:.2f} %"]
+    if "avam_head_accuracy_mean" in summary:
+        heads = summary["avam_head_accuracy_mean"]
+        lines += ["", f"The fused network's own AVAM heads (beside the fallback networks): audio {heads['audio']:.2f} %, "
                       f"visual {heads['visual']:.2f} %"]
     if "seeds" in summary:
         lines += ["", "| seed | test acc % (mean ± std over folds) |", "| --- | --- |"]
