@@ -49,3 +49,15 @@ def test_experiments_write_tables_and_reuse_runs(tiny_overrides, tmp_path):
     confusion, labels = pooled_confusion(out / "attsf_net")
     test = json.loads((out / "attsf_net" / "fold0" / "metrics.json").read_text())["test"]
     assert confusion == test["confusion"] and labels == list(test["per_class_recall"])
+
+
+def test_every_row_of_every_experiment_loads_on_the_fallback_config():
+    """The unimodal rows leave out the fused-only keys (fallbacks, branch init) of a fused base."""
+    from attsf.config import load_config, resolve_config_path
+    from attsf.experiments import EXPERIMENTS
+
+    base = resolve_config_path("ravdess_au_fallback")
+    for rows in EXPERIMENTS.values():
+        for row in rows:
+            cfg = load_config(base, list(row.overrides))
+            assert bool(cfg.train.fallback_audio) == (cfg.model.modalities == "av"), row.name
