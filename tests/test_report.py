@@ -83,3 +83,9 @@ def test_cv_folder_pools_its_finished_folds(tmp_path):
     (tmp_path / "fold1" / "robustness.json").write_text(json.dumps(dict(
         base, seed=1, clean=0.6, masked={"audio": [0.2]}, missing={"audio": 0.1})))
     assert fold_robustness(tmp_path) is None  # other settings: not averaged
+
+
+def test_metric_names_of_a_run_with_fallback_networks():
+    rows = dict(metric_rows({"accuracy_a_head": 0.625, "accuracy_a_avam_head": 0.5}))
+    assert rows == {"Accuracy of the audio fallback network (audio alone)": "62.50 %",
+                    "Accuracy of the fused network's own audio head": "50.00 %"}

@@ -191,8 +191,8 @@ METRIC_NAMES = {
     "acc2_non0": "Binary accuracy (zeros left out)", "f1_non0": "Binary F1 (zeros left out)",
     "chance": "Chance (one class in n)",
 }
-PERCENT = {"accuracy", "unweighted_accuracy", "macro_f1", "accuracy_a_head", "accuracy_v_head", "acc7", "acc2_has0",
-           "f1_has0", "acc2_non0", "f1_non0", "chance"}
+PERCENT = {"accuracy", "unweighted_accuracy", "macro_f1", "accuracy_a_head", "accuracy_v_head", "accuracy_a_avam_head",
+           "accuracy_v_avam_head", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "chance"}
 
 
 def fusion_section(cases: dict) -> list[str]:
@@ -209,13 +209,24 @@ def fusion_section(cases: dict) -> list[str]:
     return parts
 
 
+# a run carrying fallback networks (train.fallback_*): they answer from one modality, the AVAM heads are *_avam
+FALLBACK_NAMES = {
+    "accuracy_a_head": "Accuracy of the audio fallback network (audio alone)",
+    "accuracy_v_head": "Accuracy of the visual fallback network (visual alone)",
+    "accuracy_a_avam_head": "Accuracy of the fused network's own audio head",
+    "accuracy_v_avam_head": "Accuracy of the fused network's own visual head",
+}
+
+
 def metric_rows(metrics: dict) -> list[list[str]]:
     """[readable name, value] of every scalar metric; shares as %."""
+    names = METRIC_NAMES | (FALLBACK_NAMES if "accuracy_a_avam_head" in metrics or "accuracy_v_avam_head" in metrics
+                            else {})
     rows = []
     for key, value in metrics.items():
         if isinstance(value, (int, float)):
             shown = f"{100 * value:.2f} %" if key in PERCENT else str(value) if key == "n" else f"{value:.4f}"
-            rows.append([METRIC_NAMES.get(key, key.replace("_", " ")), shown])
+            rows.append([names.get(key, key.replace("_", " ")), shown])
     return rows
 
 
