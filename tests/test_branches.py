@@ -76,6 +76,7 @@ def test_init_without_freezing_starts_from_the_unimodal_weights(tiny_overrides, 
     (["train.seed=5"], "is not a finished run"),
     (["train.init_visual={a}"], "is a model.modalities=a run, not v"),
     (["model.visual_norm=none"], "does not fit this model's visual branch"),
+    (["train.init_audio=runs/{{fold}}/{{nope}}"], "only {fold} and {seed} may stand in braces"),
 ])
 def test_a_source_run_that_does_not_fit_is_a_one_line_error(tiny_overrides, unimodal_runs, tmp_path, change, message):
     a, v = unimodal_runs["a"], unimodal_runs["v"]

@@ -8,11 +8,13 @@ paper's "audio only" network (``UnimodalNet``: stream + AVAM), and likewise for 
 branch. Loading a unimodal run of the same fold into a branch and freezing it makes that
 branch's auxiliary head *be* the unimodal network: the answer with the other modality
 missing is the unimodal network's answer, while the CMB, SAB, fusion and head learn the
-fused path on top (two-stage training). A fallback leaves the fused network as the paper
+fused path on top (two-stage training; on the RAVDESS AU data this cost the fused path
+5-7 points, docs/results.md). A fallback leaves the fused network as the paper
 trains it and copies the unimodal run's weights into the run directory
 (``checkpoints/fallback_{audio,visual}.safetensors``); ``evaluate.open_run`` puts them
-beside the fused network (``model.WithFallbacks``). Placeholders ``{fold}`` and ``{seed}`` in the path
-are filled from ``data.fold`` and ``train.seed``, so one config covers a cross-validation.
+beside the fused network (``model.WithFallbacks``). Placeholders ``{fold}`` and
+``{seed}`` in the path are filled from ``data.fold`` and ``train.seed``, so one config
+covers a cross-validation.
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ FALLBACK = "checkpoints/fallback_{branch}.safetensors"
 SAME_DATA = ("cache", "folds", "fold", "normalize", "train_on", "protocol")
 
 
-def init_run_dir(template: str, cfg: Config) -> Path:
-    return Path(template.format(fold=cfg.data.fold, seed=cfg.train.seed))
+def init_run_dir(template: str, cfg: Config, key: str) -> Path:
+    try:
+        return Path(template.format(fold=cfg.data.fold, seed=cfg.train.seed))
+    except (KeyError, IndexError, ValueError):
+        raise AttsfError(f"train.{key}: {template!r}: only {{fold}} and {{seed}} may stand in braces") from None
 
 
 def _check_source(run_dir: Path, modality: str, cfg: Config, key: str) -> Config:
@@ -63,7 +68,7 @@ def load_branches(model: nn.Module, cfg: Config) -> dict[str, dict]:
         template = getattr(cfg.train, key)
         if not template:
             continue
-        run_dir = init_run_dir(template, cfg)
+        run_dir = init_run_dir(template, cfg, key)
         _check_source(run_dir, modality, cfg, key)
         weights = run_dir / "checkpoints" / "best.safetensors"
         state = load_state(weights)["state_dict"]
@@ -90,7 +95,7 @@ def fallback_sources(cfg: Config) -> dict[str, Path]:
     sources = {}
     for branch, (modality, *_) in BRANCHES.items():
         if template := getattr(cfg.train, f"fallback_{branch}"):
-            sources[branch] = init_run_dir(template, cfg)
+            sources[branch] = init_run_dir(template, cfg, f"fallback_{branch}")
             _check_source(sources[branch], modality, cfg, f"fallback_{branch}")
     return sources
 
