@@ -12,7 +12,8 @@ def quiet_library_warnings() -> None:
     """Leave out the libraries' warnings that say nothing to an attsf user: Lightning's about
     a run directory that already holds attsf's own files (or a run being resumed), a
     deprecation inside Lightning, and the modules in eval mode at the start of training
-    (the branches ``train.freeze_init`` keeps frozen, on purpose). Called in every process that trains (spawned ones too)."""
+    (the branches ``train.freeze_init`` keeps frozen, on purpose). Called in every process
+    that trains (spawned ones too)."""
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")

@@ -65,15 +65,26 @@ def open_run(run_dir: str | Path, weights: str = BEST, cache: str | Path | None 
     return Run(root, cfg, list(side["labels"]), with_fallbacks(model, root).eval())
 
 
+def model_from_weights(path: str | Path) -> tuple[Config, dict, nn.Module]:
+    """A safetensors weights file with its ``.json`` sidecar (config, labels): the config,
+    the sidecar and the network with the weights loaded."""
+    path = Path(path)
+    if not path.is_file():
+        raise AttsfError(f"{path}: weights file not found")
+    side = read_json(path.with_suffix(".json"))
+    if "config" not in side or "labels" not in side:
+        raise AttsfError(f"{path.with_suffix('.json')}: not an attsf checkpoint sidecar (config, labels missing)")
+    cfg = load_config(base=side["config"])
+    model = build_model(cfg.model)
+    load_weights(model, path)
+    return cfg, side, model
+
+
 def with_fallbacks(model: nn.Module, root: Path) -> nn.Module:
     """The fused ``model`` with the unimodal networks a run carries beside it
     (``train.fallback_*``), or ``model`` itself where it carries none."""
-    nets = {}
-    for branch in BRANCHES:
-        path = root / FALLBACK.format(branch=branch)
-        if path.is_file():
-            nets[branch] = build_model(load_config(base=read_json(path.with_suffix(".json"))["config"]).model)
-            load_weights(nets[branch], path)
+    nets = {branch: model_from_weights(path)[2] for branch in BRANCHES
+            if (path := root / FALLBACK.format(branch=branch)).is_file()}
     return WithFallbacks(model, nets.get("audio"), nets.get("visual")) if nets else model
 
 

@@ -23,16 +23,15 @@ import numpy as np
 import torch
 
 from attsf.card import model_card
-from attsf.config import Config, load_config
+from attsf.config import Config
 from attsf.data import normalize
 from attsf.data.audio import mfcc
 from attsf.data.clips import PrepSettings, clip_audio, clip_faces
 from attsf.data.media import probe
 from attsf.efficientface import EfficientFace
 from attsf.errors import AttsfError
-from attsf.evaluate import BEST, load_weights, open_run
+from attsf.evaluate import BEST, model_from_weights, open_run
 from attsf.io import read_json
-from attsf.model import build_model
 
 
 @dataclass
@@ -106,14 +105,9 @@ class EmotionRecognizer:
             weights, cfg, labels, model = path / BEST, run.cfg, run.labels, run.model
             side = read_json(weights.with_suffix(".json"))
         else:
-            if not path.is_file():
-                raise AttsfError(f"{path}: weights file not found")
-            weights, side = path, read_json(path.with_suffix(".json"))
-            if "config" not in side or "labels" not in side:
-                raise AttsfError(f"{path.with_suffix('.json')}: not an attsf checkpoint sidecar (config, labels missing)")
-            cfg, labels = load_config(base=side["config"]), list(side["labels"])
-            model = build_model(cfg.model)
-            load_weights(model, weights)
+            weights = path
+            cfg, side, model = model_from_weights(path)
+            labels = list(side["labels"])
         preprocessing = side.get("preprocessing") or _cache_settings(cfg)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(cfg, labels, model, preprocessing, device, model_card(weights, side))
