@@ -25,8 +25,9 @@ browser:
 demo: $(STAMP)
 	$(BIN)/attsf demo
 
+# two workers, a test file each (its module fixtures built once); the trainings in tests use one thread
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q --durations=12
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=12
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
