@@ -76,6 +76,22 @@ def cmd_cv(args: argparse.Namespace) -> None:
               f"over {len(summary['folds'])} runs -> {out}/cv.json")
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    cfg = _config(args)
+    out = args.out or f"runs/tune/{args.study or cfg.name}"
+    folds = _ints("--folds", args.folds) if args.folds else None
+    if args.trials < 1:
+        raise AttsfError(f"--trials {args.trials}: must be at least 1")
+    jobs = _jobs(args)
+    from attsf.tune import overrides_text, tune
+
+    summary = tune(cfg, args.space, args.trials, out, folds, jobs, args.storage, args.study, args.sampler_seed)
+    print(Path(out, "study.md").read_text())
+    if summary["best"]:
+        print(f"best overrides (validation speakers only): {overrides_text(summary['best']['overrides'])}")
+    print(f"-> {out}/study.json")
+
+
 def _ints(flag: str, text: str) -> list[int]:
     """A comma-separated list of whole numbers."""
     try:
@@ -317,6 +333,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, default=1, help="runs trained at once, in separate processes with "
                    "cores/JOBS threads each (CPU; 2 on 2 cores trains ~1.5x more per hour than 1 with 2 threads)")
     c.set_defaults(func=cmd_cv)
+
+    tu = sub.add_parser("tune", help="choose settings on the validation speakers only (Optuna study; the test "
+                        "split is never loaded)")
+    tu.add_argument("config")
+    tu.add_argument("overrides", nargs="*")
+    tu.add_argument("--space", required=True, help="search space YAML: dotted key -> [choices] or {low, high, log, step}")
+    tu.add_argument("--trials", type=int, default=20, help="finished or pruned trials the study ends with (default 20; "
+                    "with --jobs up to JOBS-1 more, started before the last one finished)")
+    tu.add_argument("--folds", help="comma-separated folds whose validation accuracy is averaged (default: all)")
+    tu.add_argument("--jobs", type=int, default=1, help="trials trained at once, in separate processes")
+    tu.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://host/db for several machines "
+                    "(default: sqlite OUT/study.db)")
+    tu.add_argument("--study", help="study name (default: the config's name)")
+    tu.add_argument("--out", help="output folder: runs, study.json, study.md (default runs/tune/STUDY)")
+    tu.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
+    tu.set_defaults(func=cmd_tune)
 
     vf = sub.add_parser("verify", help="re-run one fold of a recorded result (cv.json or metrics.json) with its "
                         "recorded settings; print recorded vs now (exit 1 if they differ)")

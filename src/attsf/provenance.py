@@ -53,9 +53,9 @@ def _clip_identity(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("source", "audio_source")}
 
 
-def cache_fingerprint(cache_dir: str | Path) -> dict:
+def cache_fingerprint(cache_dir: str | Path, content: bool = True) -> dict:
     """Hashes of a cache that do not depend on where it or its raw data lie: ``index``
-    over the labels, settings and clip records (paths left out), and ``content`` over the
+    over the labels, settings and clip records (paths left out), and (``content``) over the
     clip files' bytes when they total under 256 MB."""
     root = Path(cache_dir)
     index = json.loads((root / "index.json").read_text())
@@ -63,6 +63,8 @@ def cache_fingerprint(cache_dir: str | Path) -> dict:
     records = [_clip_identity(r) for r in index.get("clips", [])]
     doc = json.dumps({"labels": index.get("labels"), "settings": settings, "clips": records}, sort_keys=True)
     out = {"path": str(root), "clips": len(records), "index_sha256": hashlib.sha256(doc.encode()).hexdigest()[:16]}
+    if not content:
+        return out
     files = [root / "clips" / f"{r['id']}.safetensors" for r in records]
     sizes = [f.stat().st_size for f in files if f.is_file()]
     if len(sizes) == len(files) and sum(sizes) <= CONTENT_HASH_LIMIT:
@@ -83,12 +85,13 @@ def devices(trainer_devices: int | None = None) -> dict:
     return out
 
 
-def provenance(cfg_dict: dict, cache_dir: str | Path | None = None, trainer_devices: int | None = None) -> dict:
-    """Everything needed to trace and re-run a result."""
+def provenance(cfg_dict: dict, cache_dir: str | Path | None = None, trainer_devices: int | None = None,
+               content: bool = True) -> dict:
+    """Everything needed to trace and re-run a result (``content``: hash the clip files' bytes too)."""
     out = {"code": code_version(), "versions": library_versions(), "seed": cfg_dict.get("train", {}).get("seed"),
            "devices": devices(trainer_devices), "config": cfg_dict}
     if cache_dir is not None and (Path(cache_dir) / "index.json").is_file():
-        out["cache"] = cache_fingerprint(cache_dir)
+        out["cache"] = cache_fingerprint(cache_dir, content)
     return out
 
 

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 from attsf.branches import attach_fallbacks, fallback_sources
 from attsf.config import Config, load_config, save_config
 from attsf.cv_results import summarise_cv, summarise_seeds
-from attsf.data.datamodule import ClipDataModule, load_folds
+from attsf.data.datamodule import SPLITS, ClipDataModule, load_folds
 from attsf.engine import EMA, ATTSFModule, EpochLines, RNGState, SafetensorsCheckpointIO
 from attsf.errors import AttsfError, quiet_library_warnings
 from attsf.evaluate import BEST, CONFIG_FILE, metrics_for, open_run, predict_dataset
@@ -125,9 +125,11 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None:
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, splits: tuple[str, ...] = SPLITS) -> dict | None:
     """Train (or resume) one run; evaluate its selected weights (``train.select``: the best
-    on validation, or the last epoch's) saved as ``checkpoints/best``. Returns metrics on rank 0."""
+    on validation, or the last epoch's) saved as ``checkpoints/best``. Returns metrics on rank 0.
+    ``splits``: the splits the run may read; a tuning trial leaves out "test", and then no
+    test clip is opened (nor hashed for the provenance)."""
     run_dir = Path(run_dir)
     last = run_dir / LAST
     if (run_dir / METRICS).is_file() and not resume:
@@ -146,7 +148,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
         torch.set_num_threads(cfg.train.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # attsf logs the device itself
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    dm = ClipDataModule(cfg)
+    dm = ClipDataModule(cfg, splits)
     cfg = _check_against_cache(cfg, dm)
     dm.cfg = cfg
     dm.check_clips()  # every clip file reads back, before anything is written
@@ -189,7 +191,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     )
     log.info("%s: %s on %s, %d device(s), precision %s", run_dir, cfg.name, trainer.accelerator.__class__.__name__,
              trainer.num_devices, trainer.precision)
-    module.provenance = dict(provenance(cfg.to_dict(), cfg.data.cache, trainer.world_size), resumed=resume,
+    module.provenance = dict(provenance(cfg.to_dict(), cfg.data.cache, trainer.world_size, content="test" in splits),
+                             resumed=resume,
                              **({"init": module.init_sources} if module.init_sources else {}))
     start = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
@@ -199,7 +202,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict | None
     _merge_history(run_dir)
     if fallbacks:
         module.provenance["fallbacks"] = attach_fallbacks(run_dir, fallbacks)
-    metrics = evaluate_run(run_dir, splits=("val", "test"), dm=dm)
+    metrics = evaluate_run(run_dir, splits=tuple(s for s in ("val", "test") if s in splits), dm=dm)
     metrics.update(epochs=trainer.current_epoch, stopped_early=trainer.current_epoch < cfg.train.max_epochs,
                    train_seconds=round(time.time() - start, 1),
                    best_epoch=read_json((run_dir / BEST).with_suffix(".json")).get("epoch"), provenance=module.provenance)

@@ -51,6 +51,7 @@ def split_records(records: Sequence[ClipRecord], data: DataConfig) -> dict[str, 
         if not 0 <= data.fold < len(doc["folds"]):
             raise AttsfError(f"data.fold={data.fold} is out of range: {data.folds} has {len(doc['folds'])} folds")
         fold = doc["folds"][data.fold]
+        _check_disjoint(fold, data)
         present = {r.speaker for r in records}
         listed = {s for split in SPLITS for s in fold[split]}
         missing = sorted(listed - present)
@@ -67,6 +68,18 @@ def split_records(records: Sequence[ClipRecord], data: DataConfig) -> dict[str, 
     if data.train_on == "train+val":
         splits["train"] = splits["train"] + splits["val"]
     return splits
+
+
+def _check_disjoint(fold: dict, data: DataConfig) -> None:
+    """A speaker in two splits of a fold would be trained or selected on and then tested."""
+    for split in SPLITS:
+        if not isinstance(fold.get(split), list):
+            raise AttsfError(f"{data.folds}: fold {data.fold} needs a '{split}' list of speakers")
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        both = sorted(set(map(str, fold[a])) & set(map(str, fold[b])))
+        if both:
+            raise AttsfError(f"{data.folds}: fold {data.fold} lists speaker {both[0]} in both {a} and {b}; "
+                             "the splits of a fold must not share speakers")
 
 
 # --------------------------------------------------------------------------- dataset
@@ -156,11 +169,14 @@ class MixedOrderSampler(EpochShuffleSampler):
 
 
 class ClipDataModule(L.LightningDataModule):
-    def __init__(self, cfg: Config) -> None:
+    """The clips of ``cfg.data.fold``. ``splits`` names the splits the module holds at all:
+    a tuning trial passes ``("train", "val")``, so that no test clip is ever read."""
+
+    def __init__(self, cfg: Config, splits: tuple[str, ...] = SPLITS) -> None:
         super().__init__()
         self.cfg = cfg
         self.cache = ClipCache(cfg.data.cache)
-        self.splits = split_records(self.cache.records, cfg.data)
+        self.splits = {s: r for s, r in split_records(self.cache.records, cfg.data).items() if s in splits}
         self.datasets: dict[str, ClipDataset] = {}
         self._speaker_stats: dict[str, normalize.Stats] | None = None
 
@@ -177,19 +193,19 @@ class ClipDataModule(L.LightningDataModule):
         mode = self.cfg.data.normalize
         if mode != "none" and self._speaker_stats is None:
             if mode == "speaker":
-                records = [r for split in SPLITS for r in self.splits[split]]
+                records = [r for rs in self.splits.values() for r in rs]
                 self._speaker_stats = normalize.speaker_stats(self.cache, records)
             else:
                 stats = normalize.speaker_stats(self.cache, self.splits["train"])
                 fallback = normalize.pooled(stats.values())
-                for r in self.splits["val"] + self.splits["test"]:
+                for r in (r for split in ("val", "test") for r in self.splits.get(split, [])):
                     stats.setdefault(r.speaker, fallback)
                 self._speaker_stats = stats
         return self._speaker_stats
 
     def check_clips(self) -> None:
         """A one-line error naming the first clip file of the splits that does not read back."""
-        records = [r for split in SPLITS for r in self.splits[split]]
+        records = [r for rs in self.splits.values() for r in rs]
         bad = self.cache.unreadable(records)
         if bad:
             path, reason = bad[0]
@@ -214,7 +230,7 @@ class ClipDataModule(L.LightningDataModule):
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
-        for split in SPLITS:
+        for split in self.splits:
             self.dataset(split)
 
     def loader(self, split: str, shuffle: bool = False) -> DataLoader:

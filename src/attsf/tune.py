@@ -1,0 +1,335 @@
+"""``attsf tune``: settings chosen on the validation actors alone, with Optuna.
+
+A study is a set of trials; each trial is one set of overrides drawn from a search space
+(a YAML file) and is scored by its accuracy on the validation speakers, averaged over the
+folds it is told to use. A trial trains each fold with ``train(splits=("train", "val"))``:
+the test split is never loaded, so no test clip is read, normalised or hashed.
+
+A config that refits on the validation speakers (``data.train_on=train+val``) cannot be
+scored on them; its trials train on the fold's train speakers only and are scored on the
+validation speakers, which are then an inner validation set held out of the refit's
+training speakers (train + val). The chosen overrides are then used with the config as it
+is, refit included.
+
+The study lives in an Optuna storage: an SQLite file in the output folder by default, or
+any storage URL (``postgresql://...``) so that several machines work on one study. Runs
+are kept in ``OUT/trials/trial{n}/fold{k}``; a study interrupted at any point resumes with
+the same command (a trial whose process died is retried with its parameters and its runs
+resume from their last checkpoint). After each fold a trial reports its running mean, and
+Optuna's median pruner stops trials that fall below the median of earlier ones.
+
+Space file: one entry per dotted config key, a list of choices or a range::
+
+    augment.feature_noise: [0.0, 0.4, 0.8]
+    train.weight_decay: {low: 1.0e-5, high: 1.0e-1, log: true}
+    train.max_epochs: {low: 15, high: 60, step: 15}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from attsf.config import Config, config_from_dict
+from attsf.errors import AttsfError
+from attsf.io import atomic_write_text, write_json
+
+log = logging.getLogger("attsf")
+TUNING_SPLITS = ("train", "val")
+STUDY_JSON = "study.json"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One dimension of a search space."""
+
+    key: str
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+
+    def suggest(self, trial: Any) -> Any:
+        if self.choices is not None:
+            return trial.suggest_categorical(self.key, list(self.choices))
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high)) and (
+                self.step is None or isinstance(self.step, int)):
+            return trial.suggest_int(self.key, self.low, self.high, step=self.step or 1, log=self.log)
+        return trial.suggest_float(self.key, float(self.low), float(self.high), step=self.step, log=self.log)
+
+
+def load_space(path: str | Path, cfg: Config) -> dict[str, Param]:
+    """A search space file, each key checked against ``cfg`` (an unknown key or a choice of
+    the wrong type is a one-line error naming the file)."""
+    path = Path(path)
+    packaged = resources.files("attsf") / "configs" / "spaces" / f"{path}.yaml"
+    if not path.is_file() and path.suffix not in (".yaml", ".yml") and packaged.is_file():
+        path = Path(str(packaged))
+    if not path.is_file():
+        raise AttsfError(f"{path}: search space file not found (give a path or a packaged name: au_only, "
+                         "audio_only, fused)")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise AttsfError(f"{path}: not valid YAML") from None
+    if not isinstance(doc, dict) or not doc:
+        raise AttsfError(f"{path}: a search space is a non-empty mapping of config keys to choices or ranges")
+    space = {}
+    for key, spec in doc.items():
+        if isinstance(spec, list) and spec:
+            param = Param(str(key), choices=tuple(spec))
+            probes = spec
+        elif isinstance(spec, dict) and {"low", "high"} <= set(spec) and set(spec) <= {"low", "high", "log", "step"}:
+            if not all(isinstance(spec[k], (int, float)) and not isinstance(spec[k], bool) for k in ("low", "high")) \
+                    or not spec["low"] < spec["high"]:
+                raise AttsfError(f"{path}: {key}: low and high must be numbers with low < high")
+            param = Param(str(key), low=spec["low"], high=spec["high"], log=bool(spec.get("log", False)),
+                          step=spec.get("step"))
+            probes = [spec["low"], spec["high"]]
+        else:
+            raise AttsfError(f"{path}: {key}: expected a list of choices or {{low, high[, log][, step]}}")
+        for value in probes:
+            try:
+                with_overrides(cfg, {str(key): value})
+            except AttsfError as exc:
+                raise AttsfError(f"{path}: {exc}") from None
+        space[str(key)] = param
+    return space
+
+
+def with_overrides(cfg: Config, params: dict[str, Any]) -> Config:
+    """``cfg`` with dotted-key values set (validated as a config file's)."""
+    tree = cfg.to_dict()
+    for key, value in params.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            raise AttsfError(f"unknown config key '{key}'")
+        node[leaf] = value
+    return config_from_dict(tree)
+
+
+def trial_config(cfg: Config) -> Config:
+    """What a trial trains: ``cfg``, with a refit on train + val replaced by training on the
+    train speakers alone (the validation speakers are the inner validation set)."""
+    if cfg.data.train_on == "train+val":
+        cfg = replace(cfg, data=replace(cfg.data, train_on="train"))
+    return cfg
+
+
+@dataclass
+class Study:
+    """What a tuning worker needs: the base config, its space and folds, and the storage."""
+
+    cfg: Config
+    space: dict[str, Param]
+    folds: list[int]
+    out: Path
+    storage: str
+    name: str
+    sampler_seed: int = 0
+
+    def storage_obj(self) -> Any:
+        import warnings
+
+        import optuna
+
+        if self.storage.startswith(("sqlite", "postgresql", "mysql")):
+            with warnings.catch_warnings():  # the heartbeat is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    self.storage, heartbeat_interval=30, grace_period=90,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+        return self.storage
+
+    def load(self, worker: int = 0) -> Any:
+        """The study; each worker's sampler is seeded apart (and apart from earlier sessions),
+        so that parallel workers do not draw the same trials."""
+        import optuna
+
+        seed = self.sampler_seed + 1000 * worker + _n_trials(self.storage_obj(), self.name)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+        return optuna.create_study(study_name=self.name, storage=self.storage_obj(), direction="maximize",
+                                   sampler=sampler, pruner=pruner, load_if_exists=True)
+
+    def objective(self, trial: Any) -> float:
+        import optuna
+
+        from attsf.train import train
+
+        params = {key: p.suggest(trial) for key, p in self.space.items()}
+        same = [t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.params == params]
+        if same:  # the sampler drew a finished set again: its score, without training it twice
+            trial.set_user_attr("same_as", same[0].number)
+            for k, v in same[0].user_attrs.items():
+                if k.startswith("val_accuracy_fold"):
+                    trial.set_user_attr(k, v)
+            return same[0].value
+        runs = trial.user_attrs.get("runs", f"trial{trial.number}")  # a retried trial inherits it: runs resume
+        trial.set_user_attr("runs", runs)
+        tree = trial_config(with_overrides(self.cfg, params))
+        accs = []
+        for step, k in enumerate(self.folds):
+            run_dir = self.out / "trials" / runs / f"fold{k}"
+            fold_cfg = replace(tree, data=replace(tree.data, fold=k))
+            metrics = train(fold_cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), splits=TUNING_SPLITS)
+            accs.append(metrics["val"]["accuracy"] * 100)
+            trial.set_user_attr(f"val_accuracy_fold{k}", accs[-1])
+            mean = sum(accs) / len(accs)
+            trial.report(mean, step)
+            log.info("trial %d fold %d: val accuracy %.2f %% (mean so far %.2f)", trial.number, k, accs[-1], mean)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return sum(accs) / len(accs)
+
+
+def _n_trials(storage: Any, name: str) -> int:
+    import optuna
+
+    try:
+        return len(optuna.load_study(study_name=name, storage=storage).trials)
+    except KeyError:  # a new study
+        return 0
+
+
+def _worker(study: Study, n_trials: int, threads: int, worker: int = 0) -> int:
+    """One process's share of a study: trials until ``n_trials`` have finished or been pruned."""
+    import optuna
+
+    from attsf.errors import quiet_library_warnings
+
+    quiet_library_warnings()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if threads:
+        study.cfg = replace(study.cfg, train=replace(study.cfg.train, threads=threads, progress=False))
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    st = study.load(worker)
+    st.optimize(study.objective, callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done)])
+    return len(st.trials)
+
+
+def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, folds: list[int] | None = None,
+         jobs: int = 1, storage: str | None = None, name: str | None = None, sampler_seed: int = 0) -> dict:
+    """Run (or resume) a study to ``n_trials`` finished or pruned trials; write
+    ``study.json`` (every trial, the best overrides, provenance) and ``study.md``."""
+    from attsf.data.datamodule import load_folds
+
+    out = Path(out)
+    space = load_space(space_path, cfg)
+    n_folds = len(load_folds(cfg.data.folds)["folds"])
+    folds = list(range(n_folds)) if folds is None else folds
+    bad = [k for k in folds if not 0 <= k < n_folds]
+    if bad:
+        raise AttsfError(f"--folds: fold {bad[0]} is out of range ({cfg.data.folds} has {n_folds} folds)")
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    study = Study(cfg, space, folds, out, storage, name or cfg.name, sampler_seed)
+    _check_same_study(study)
+    if cfg.data.train_on == "train+val":
+        log.info("data.train_on=train+val: each trial trains on the fold's train speakers and is scored on its "
+                 "validation speakers (an inner validation set held out of train + val); the test split is not loaded")
+    else:
+        log.info("each trial is scored on the validation speakers; the test split is not loaded")
+    log.info("study %s: %d trials, folds %s, %d job(s) -> %s", study.name, n_trials, folds, jobs, storage)
+    if jobs > 1:
+        from attsf.pool import run_jobs
+
+        threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)
+        for _ in run_jobs([(f"tuning worker {i}", _worker, (study, n_trials, threads, i)) for i in range(jobs)], jobs):
+            pass
+    else:
+        _worker(study, n_trials, cfg.train.threads)
+    return summarise(study)
+
+
+def _check_same_study(study: Study) -> None:
+    """A study resumed with another base config, space or folds would mix trials."""
+    st = study.load()
+    want = {"base_config": study.cfg.to_dict(), "space": {k: _param_doc(p) for k, p in study.space.items()},
+            "folds": study.folds}
+    have = {k: st.user_attrs.get(k) for k in want}
+    if all(v is None for v in have.values()):
+        for k, v in want.items():
+            st.set_user_attr(k, json.loads(json.dumps(v)))
+        return
+    for k, v in want.items():
+        if json.loads(json.dumps(v)) != have[k]:
+            raise AttsfError(f"study '{study.name}' in {study.storage} was started with another {k.replace('_', ' ')}; "
+                             "give another --study name or --out")
+
+
+def _param_doc(p: Param) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(p).items() if v not in (None, False)}
+
+
+def summarise(study: Study) -> dict:
+    """``study.json`` and ``study.md``: every trial's overrides, per-fold validation
+    accuracy, state and time; the best trial; the provenance of the code and cache."""
+    import optuna
+
+    from attsf.provenance import provenance
+
+    st = study.load()
+    trials = []
+    for t in st.get_trials(deepcopy=False):
+        per_fold = {k.removeprefix("val_accuracy_"): v for k, v in t.user_attrs.items() if k.startswith("val_accuracy")}
+        trials.append({"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
+                       "val_accuracy": per_fold, "same_as": t.user_attrs.get("same_as"), "runs": t.user_attrs.get("runs"),
+                       "minutes": round(t.duration.total_seconds() / 60, 1) if t.duration else None})
+    complete = [t for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    best = max(complete, key=lambda t: t.value) if complete else None
+    refit = study.cfg.data.train_on == "train+val"
+    summary = {
+        "study": study.name, "storage": study.storage if not study.storage.startswith("sqlite") else "sqlite",
+        "config": study.cfg.name, "folds": study.folds, "objective": "mean validation-speaker accuracy (%) over the folds",
+        "inner_split": ("trials train on the fold's train speakers and are scored on its validation speakers "
+                        "(the refit config trains on both)") if refit else None,
+        "test_split_loaded": False,
+        "space": {k: _param_doc(p) for k, p in study.space.items()},
+        "trials": trials,
+        "best": {"number": best.number, "value": best.value, "overrides": best.params,
+                 "val_accuracy": {k.removeprefix("val_accuracy_"): v for k, v in best.user_attrs.items()
+                                  if k.startswith("val_accuracy")}} if best else None,
+        "provenance": provenance(study.cfg.to_dict(), study.cfg.data.cache, content=False),
+    }
+    write_json(study.out / STUDY_JSON, summary)
+    atomic_write_text(study.out / "study.md", study_markdown(summary))
+    return summary
+
+
+def study_markdown(summary: dict) -> str:
+    keys = list(summary["space"])
+    lines = [f"Study `{summary['study']}` of `{summary['config']}`: {summary['objective']}, folds "
+             f"{', '.join(map(str, summary['folds']))}; the test split is never loaded.", ""]
+    if summary["inner_split"]:
+        lines += [f"Inner split: {summary['inner_split']}.", ""]
+    lines += ["| trial | state | val acc % | " + " | ".join(keys) + " | min |",
+              "| --- | --- | --- | " + " | ".join("---" for _ in keys) + " | --- |"]
+    ranked = sorted(summary["trials"], key=lambda t: (t["value"] is None, -(t["value"] or 0)))
+    for t in ranked:
+        value = f"{t['value']:.2f}" if t["value"] is not None else "-"
+        lines.append(f"| {t['number']} | {t['state'].lower()} | {value} | "
+                     + " | ".join(str(t["params"].get(k, "")) for k in keys) + f" | {t['minutes'] or ''} |")
+    if summary["best"]:
+        b = summary["best"]
+        lines += ["", f"Best: trial {b['number']}, {b['value']:.2f} %: "
+                  + " ".join(f"{k}={v}" for k, v in b["overrides"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def overrides_text(params: dict[str, Any]) -> str:
+    """``key=value`` overrides that ``attsf cv`` reads back as the same values."""
+    return " ".join(f"{k}={json.dumps(v) if isinstance(v, (list, dict, bool)) or v is None else v}"
+                    for k, v in params.items())

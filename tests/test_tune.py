@@ -1,0 +1,107 @@
+"""attsf tune: settings chosen on validation speakers with the test clips out of reach."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from attsf.config import load_config
+from attsf.errors import AttsfError
+from attsf.train import train
+from attsf.tune import load_space, trial_config, tune
+
+SPACE = "train.max_epochs: [1, 2]\naugment.feature_noise: [0.0, 0.5]\n"
+
+
+@pytest.fixture(scope="module")
+def no_test_clips(tiny_cache, tmp_path_factory) -> Path:
+    """The tiny cache without the clip files of speaker 06, the test speaker of both its
+    folds: reading any test clip fails."""
+    root = tmp_path_factory.mktemp("no_test") / "cache"
+    shutil.copytree(tiny_cache, root)
+    for clip in root.glob("clips/06-*.safetensors"):
+        clip.unlink()
+    folds = [{"train": ["01", "02", "03", "04"], "val": ["05"], "test": ["06"]},
+             {"train": ["02", "03", "04", "05"], "val": ["01"], "test": ["06"]}]
+    (root / "folds.json").write_text(json.dumps({"folds": folds}))
+    return root
+
+
+def _cfg(cache: Path, *extra: str):
+    from conftest import TINY
+
+    return load_config(None, TINY + [f"data.cache={cache}", f"data.folds={cache / 'folds.json'}", "train.seed=0",
+                                     "data.train_on=train+val", "train.select=last", *extra])
+
+
+def test_a_run_that_reads_the_test_split_fails_on_that_cache(no_test_clips, tmp_path):
+    """The control: an ordinary run opens the test clips, so the cache above catches any read."""
+    with pytest.raises(AttsfError, match="06-"):
+        train(_cfg(no_test_clips, "train.max_epochs=1"), tmp_path / "run")
+
+
+def test_tuning_trials_never_read_a_test_clip_and_the_study_resumes(no_test_clips, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    out = tmp_path / "study"
+    summary = tune(_cfg(no_test_clips), space, 3, out, folds=[0, 1])
+    assert summary["test_split_loaded"] is False and "validation speakers" in summary["inner_split"]
+    finished = [t for t in summary["trials"] if t["state"] in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 3
+    for t in summary["trials"]:
+        if t["state"] == "COMPLETE" and t["same_as"] is None:
+            accs = list(t["val_accuracy"].values())
+            assert len(accs) == 2 and t["value"] == pytest.approx(sum(accs) / 2)
+    metrics = json.loads(next(out.glob("trials/trial0/fold0/metrics.json")).read_text())
+    assert "test" not in metrics and metrics["provenance"]["config"]["data"]["train_on"] == "train"
+    assert summary["best"]["overrides"].keys() == {"train.max_epochs", "augment.feature_noise"}
+    # the same command with more trials continues the study: the first three are kept
+    again = tune(_cfg(no_test_clips), space, 4, out, folds=[0, 1])
+    assert [t["number"] for t in again["trials"]][:3] == [t["number"] for t in summary["trials"]]
+    assert len([t for t in again["trials"] if t["state"] in ("COMPLETE", "PRUNED")]) == 4
+    with pytest.raises(AttsfError, match="another folds"):
+        tune(_cfg(no_test_clips), space, 4, out, folds=[0])
+
+
+def test_refit_configs_are_tuned_on_an_inner_split(tiny_cache):
+    cfg = _cfg(tiny_cache)
+    assert trial_config(cfg).data.train_on == "train" and cfg.data.train_on == "train+val"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model.no_such_key: [1, 2]", "unknown config key 'model.no_such_key'"),
+    ("train.lr: {low: 1, high: 0.1}", "low < high"),
+    ("train.schedule: [step, linear]", "not one of"),
+    ("[1, 2]", "non-empty mapping"),
+])
+def test_bad_search_spaces_are_one_line_errors(tiny_cache, tmp_path, text, message):
+    space = tmp_path / "space.yaml"
+    space.write_text(text)
+    with pytest.raises(AttsfError, match=message):
+        load_space(space, _cfg(tiny_cache))
+
+
+def test_packaged_spaces_fit_their_configs():
+    for name, config in (("au_only", "ravdess_au_only"), ("audio_only", "ravdess_audio_only"), ("fused", "ravdess_au")):
+        from attsf.config import resolve_config_path
+
+        assert load_space(name, load_config(resolve_config_path(config)))
+
+
+def test_tune_cli_with_two_jobs(tiny_overrides, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("train.max_epochs: [1, 2]\n")
+    out = tmp_path / "cli"
+    proc = run_cli("tune", "demo", *tiny_overrides, "train.seed=0", "--space", str(space), "--trials", "2",
+                   "--folds", "0", "--jobs", "2", "--out", str(out), timeout=600)
+    assert "best overrides (validation speakers only): train.max_epochs=" in proc.stdout
+    study = json.loads((out / "study.json").read_text())
+    # a worker stops once the study has its trials; one started meanwhile by the other still finishes
+    assert 2 <= len([t for t in study["trials"] if t["state"] == "COMPLETE"]) <= 3
+    bad = run_cli("tune", "demo", *tiny_overrides, "--space", str(space), "--folds", "7", "--out", str(out),
+                  check=False)
+    assert bad.returncode == 2 and "fold 7 is out of range" in bad.stderr and "Traceback" not in bad.stderr
