@@ -182,10 +182,12 @@ def test_cv_over_seeds_with_the_whole_recipe(tiny_overrides, tmp_path):
 def test_verify_reruns_a_recorded_fold_to_identical_metrics(tiny_overrides, tmp_path):
     """Determinism and `attsf verify`: the same settings, seed and thread count give the same
     metrics.json (every recipe element on, so their random draws are covered too)."""
+    # two runs at once: the parent process has the machine's threads, each run one of its own
     run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, *RECIPE, "train.max_epochs=3", "train.threads=1",
-            "--folds", "1", "--out", str(tmp_path / "cv"))
+            "--folds", "0,1", "--jobs", "2", "--out", str(tmp_path / "cv"))
     result = tmp_path / "cv" / "cv.json"
-    out = run_cli("verify", str(result), "--out", str(tmp_path / "v1")).stdout
+    assert json.loads(result.read_text())["folds"]["1"]["provenance"]["devices"]["threads"] == 1
+    out = run_cli("verify", str(result), "--run", "1", "--out", str(tmp_path / "v1")).stdout
     assert "re-running fold1 (seed 42, 1 thread(s))" in out
     assert out.count("same") == 4 and "DIFFERENT" not in out
     a, b = (json.loads(p.read_text()) for p in (tmp_path / "cv/fold1/metrics.json", tmp_path / "v1/metrics.json"))
@@ -201,10 +203,17 @@ def test_verify_reruns_a_recorded_fold_to_identical_metrics(tiny_overrides, tmp_
     tampered.write_text(json.dumps(doc))
     other = run_cli("verify", str(tampered), "--run", "1", "--out", str(tmp_path / "v1"), check=False)
     assert other.returncode == 1 and "test_accuracy" in other.stdout and "DIFFERENT" in other.stdout
+    gone = run_cli("verify", str(result), "--cache", str(tmp_path / "nowhere"), check=False)
+    assert gone.returncode == 2 and "nowhere: the cache this result was computed on is not there; give its place " \
+        "with --cache" in gone.stderr and "Traceback" not in gone.stderr
     doc.pop("provenance")
     tampered.write_text(json.dumps(doc))
     old = run_cli("verify", str(tampered), check=False)
     assert old.returncode == 2 and "records no provenance" in old.stderr
+    for text in ("[]", '{"test": {}, "val": {"accuracy": 0.5}, "provenance": {"config": {}}}'):
+        tampered.write_text(text)
+        bad = run_cli("verify", str(tampered), check=False)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
 
 
 def test_cv_and_experiment_under_torchrun(tiny_overrides, tmp_path):

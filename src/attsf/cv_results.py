@@ -16,6 +16,14 @@ def val_trained_on(metrics: dict) -> bool:
     return metrics.get("provenance", {}).get("config", {}).get("data", {}).get("train_on") == "train+val"
 
 
+def run_provenance(metrics: dict) -> dict:
+    """A run's own provenance without its config (the study's, but for fold and seed): the
+    code, cache, seed, threads and devices it ran with, which ``attsf verify`` re-runs with."""
+    prov = metrics.get("provenance", {})
+    fold = prov.get("config", {}).get("data", {}).get("fold")
+    return {"fold": fold, **{k: v for k, v in prov.items() if k != "config"}}
+
+
 def cv_summary(results: dict[int, dict]) -> dict:
     """Test accuracy (per fold, mean, std), UA and mean per-class recall, in %, of finished
     folds' ``metrics.json`` contents keyed by fold number; for a fused model also the mean
@@ -31,7 +39,8 @@ def cv_summary(results: dict[int, dict]) -> dict:
     summary = {
         "folds": {str(k): {"test_accuracy": m["test"]["accuracy"] * 100, "val_accuracy": m["val"]["accuracy"] * 100,
                            "epochs": m["epochs"], "best_epoch": m["best_epoch"],
-                           "commit": m.get("provenance", {}).get("code", {}).get("commit")}
+                           "commit": m.get("provenance", {}).get("code", {}).get("commit"),
+                           "provenance": run_provenance(m)}
                   for k, m in results.items()},
         "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
         "unweighted_accuracy_mean": float(uacc.mean()), "per_class_recall_mean": recall,

@@ -16,15 +16,22 @@ TRACKED = ("test_accuracy", "val_accuracy", "best_epoch", "epochs")
 
 
 def recorded_runs(result: dict, path: Path) -> dict[str, dict]:
-    """``{run key: {test_accuracy, val_accuracy, best_epoch, epochs}}`` of a result file."""
-    if "folds" in result:  # cv.json
-        return {(f"fold{k}" if k.isdigit() else k): {t: v.get(t) for t in TRACKED} for k, v in result["folds"].items()}
-    if "test" in result and "val" in result:  # a run's metrics.json
+    """``{run key: {test_accuracy, val_accuracy, best_epoch, epochs, provenance}}`` of a
+    result file (``provenance``: the run's own, where the file records it)."""
+    if isinstance(result, dict) and isinstance(result.get("folds"), dict) and result["folds"]:  # cv.json
+        return {(f"fold{k}" if k.isdigit() else k): {t: v.get(t) for t in (*TRACKED, "provenance")}
+                for k, v in result["folds"].items() if isinstance(v, dict)}
+    if isinstance(result, dict) and _accuracy(result, "test") is not None and _accuracy(result, "val") is not None:
         fold = result.get("provenance", {}).get("config", {}).get("data", {}).get("fold", 0)
         return {f"fold{fold}": {"test_accuracy": result["test"]["accuracy"] * 100,
-                                "val_accuracy": result["val"]["accuracy"] * 100,
+                                "val_accuracy": result["val"]["accuracy"] * 100, "provenance": result.get("provenance"),
                                 "best_epoch": result.get("best_epoch"), "epochs": result.get("epochs")}}
-    raise AttsfError(f"{path}: neither a cv.json nor a run's metrics.json")
+    raise AttsfError(f"{path}: neither a cv.json nor a finished run's metrics.json (with val and test accuracy)")
+
+
+def _accuracy(result: dict, split: str) -> float | None:
+    value = result.get(split, {}).get("accuracy") if isinstance(result.get(split), dict) else None
+    return value if isinstance(value, (int, float)) else None
 
 
 def _fold_and_seed(key: str, cfg: Config) -> tuple[int, int]:
@@ -40,8 +47,8 @@ def plan(result_path: str | Path, run: str | None, cache: str | None) -> tuple[C
     """The config to re-run, the run's key, its recorded figures and notes on what differs."""
     path = Path(result_path)
     result = read_json(path)
-    prov = result.get("provenance")
-    if not prov or "config" not in prov:
+    prov = result.get("provenance") if isinstance(result, dict) else None
+    if not isinstance(prov, dict) or not isinstance(prov.get("config"), dict):
         raise AttsfError(f"{path}: records no provenance (written by an attsf before provenance was recorded); "
                          "nothing to re-run it from")
     runs = recorded_runs(result, path)
@@ -52,20 +59,32 @@ def plan(result_path: str | Path, run: str | None, cache: str | None) -> tuple[C
         raise AttsfError(f"{path}: no run '{run}' (it has {', '.join(runs)})")
     cfg = config_from_dict(prov["config"])
     fold, seed = _fold_and_seed(key, cfg)
-    threads = prov.get("devices", {}).get("threads", cfg.train.threads)
     data = replace(cfg.data, fold=fold, cache=cache or cfg.data.cache)
-    cfg = replace(cfg, data=data, train=replace(cfg.train, seed=seed, threads=threads, progress=False))
+    cfg = replace(cfg, data=data, train=replace(cfg.train, seed=seed, threads=_threads(runs[key], prov, cfg),
+                                                progress=False))
+    if not (Path(cfg.data.cache) / "index.json").is_file():
+        raise AttsfError(f"{cfg.data.cache}: the cache this result was computed on is not there; give its place "
+                         "with --cache")
     notes = []
-    rec_code, now_code = prov.get("code", {}), code_version()
+    own = runs[key].get("provenance") or prov  # the run's own record where the file has it
+    rec_code, now_code = own.get("code", prov.get("code", {})), code_version()
     if rec_code.get("commit") != now_code.get("commit") or rec_code.get("dirty") or now_code.get("dirty"):
         notes.append(f"code: recorded {_code(rec_code)}, now {_code(now_code)}")
-    if "cache" in prov:
+    if "cache" in own:
         now = cache_fingerprint(cfg.data.cache)
         for field in ("index_sha256", "content_sha256"):
-            if prov["cache"].get(field) != now.get(field):
-                notes.append(f"cache {field}: recorded {prov['cache'].get(field)}, now {now.get(field)} "
+            if own["cache"].get(field) != now.get(field):
+                notes.append(f"cache {field}: recorded {own['cache'].get(field)}, now {now.get(field)} "
                              f"({cfg.data.cache})")
     return cfg, key, runs[key], notes
+
+
+def _threads(run: dict, prov: dict, cfg: Config) -> int:
+    """The threads the run itself trained with: its own provenance, else the recorded
+    config's ``train.threads``, else the threads of the process that wrote the result (a
+    cv.json written by ``--jobs`` runs records the parent's, not the runs')."""
+    own = (run.get("provenance") or {}).get("devices", {}).get("threads")
+    return int(own or cfg.train.threads or prov.get("devices", {}).get("threads", 0))
 
 
 def _code(code: dict) -> str:
