@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import run_cli
 from PIL import Image
 
@@ -28,6 +29,12 @@ def test_experiments_write_tables_and_reuse_runs(tiny_overrides, tmp_path):
     assert "| ATTSF-Gat (visual) |" in rob
     result = json.loads((out / "robustness.json").read_text())
     assert set(result) == {"attsf_net", "attsf_l2", "attsf_gat"}
+    fig = result["attsf_net"]["robustness"]  # the figures themselves, per fold and their mean, in %
+    fold0 = json.loads((out / "attsf_net" / "fold0" / "robustness.json").read_text())
+    assert fig["folds"]["0"]["masked"]["audio"] == [pytest.approx(100 * fold0["masked"]["audio"][0])]
+    assert fig["folds"]["0"]["fallback"]["audio"] == pytest.approx(100 * head)
+    assert fig["mean"]["missing"]["visual"] == pytest.approx(100 * fold0["missing"]["visual"])  # one fold: its mean
+    assert f"| {fig['mean']['clean']:.2f} | {fig['mean']['masked']['audio'][0]:.2f} |" in line
 
     proc = run_cli("experiment", "replacements", "ravdess_au", *common, "--jobs", "2")
     rep, log = proc.stdout, proc.stderr.splitlines()

@@ -77,12 +77,14 @@ def run_experiment(name: str, config: str | Path, overrides: list[str], out: str
     results = dict(zip((row.slug for row in rows), cross_validate_many(studies, folds, jobs=jobs)))
     if not trainer_rank_zero():  # under torchrun the other ranks only train; rank 0 writes the tables
         return ""
+    doc = {r.slug: results[r.slug] for r in rows}
     if name == "robustness":
-        table = _robustness(rows, out, results, fractions or tuple(PAPER_FRACTIONS),
-                            SNRS_DB if snrs is None else snrs)
+        table, figures = _robustness(rows, out, results, fractions or tuple(PAPER_FRACTIONS),
+                                     SNRS_DB if snrs is None else snrs)
+        doc = {slug: dict(cv, robustness=figures[slug]) for slug, cv in doc.items()}
     else:
         table = _accuracy_table(name, rows, results)
-    write_json(out / f"{name}.json", {r.slug: results[r.slug] for r in rows})
+    write_json(out / f"{name}.json", doc)
     atomic_write_text(out / f"{name}.md", table)
     return table
 
@@ -99,15 +101,20 @@ def _accuracy_table(name: str, rows: tuple[Row, ...], results: dict) -> str:
 
 
 def _robustness(rows: tuple[Row, ...], out: Path, results: dict, fractions: tuple[float, ...],
-                snrs: tuple[float, ...]) -> str:
+                snrs: tuple[float, ...]) -> tuple[str, dict]:
+    """The Markdown tables, and per row the figures of every fold and their mean (in %:
+    masked, missing, fallback, noise) for the experiment's JSON."""
     head = ("| model (masked) | clean | " + " | ".join(f"r={r:.1f}" for r in fractions)
             + " | missing | missing, the other head answers |")
     lines = ["## robustness: test accuracy % with a fraction r of one modality replaced by noise (mean over folds)",
              "", head, "|" + " --- |" * (len(fractions) + 4)]
     noisy: dict[str, list[float]] = {}
+    figures = {}
     for row in rows:
-        mean = mean_robustness([robustness(out / row.slug / f"fold{k}", fractions, snrs=snrs)
-                                for k in results[row.slug]["folds"]])
+        per_fold = {k: robustness(out / row.slug / f"fold{k}", fractions, snrs=snrs) for k in results[row.slug]["folds"]}
+        mean = mean_robustness(list(per_fold.values()))
+        figures[row.slug] = {"unit": "%", "mean": _percent(mean),
+                             "folds": {k: _percent(r) for k, r in per_fold.items()}}
         for m, masked in mean["masked"].items():
             lines.append(f"| {row.name} ({m}) | {100 * mean['clean']:.2f} | "
                          + " | ".join(f"{100 * v:.2f}" for v in masked) + f" | {100 * mean['missing'][m]:.2f} | "
@@ -123,4 +130,15 @@ def _robustness(rows: tuple[Row, ...], out: Path, results: dict, fractions: tupl
                   "not in the paper)", "", "| model | " + " | ".join(f"{s:g} dB" for s in snrs) + " |",
                   "|" + " --- |" * (len(snrs) + 1)]
         lines += [f"| {name} | " + " | ".join(f"{100 * v:.2f}" for v in values) + " |" for name, values in noisy.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", figures
+
+
+def _percent(result: dict) -> dict:
+    """A ``robustness`` result's accuracies (fractions of 1) in %, settings unchanged."""
+    pct = lambda v: round(100 * v, 4) if isinstance(v, float) else [round(100 * x, 4) for x in v]  # noqa: E731
+    out = {k: result[k] for k in ("fractions", "snr_db", "seed") if k in result}
+    out["clean"] = pct(result["clean"])
+    for key in ("masked", "missing", "fallback", "noise"):
+        if result.get(key):
+            out[key] = {m: pct(v) for m, v in result[key].items()}
+    return out
