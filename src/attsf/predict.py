@@ -64,6 +64,7 @@ class EmotionRecognizer:
     def __init__(self, cfg: Config, labels: list[str], model: torch.nn.Module, preprocessing: dict,
                  device: str = "cpu", card: dict | None = None) -> None:
         self.cfg, self.labels, self.device, self.preprocessing = cfg, labels, device, preprocessing
+        self.max_seconds: float | None = None  # longer clips are refused while decoding (serve sets it)
         self.card = card or {}  # what the model is (card.py): run, training data, accuracy, chance
         # channels-last weights: the per-frame EfficientFace runs ~25 % faster on CPU (oneDNN), same outputs
         self.model = model.to(device, memory_format=torch.channels_last).eval()
@@ -121,7 +122,8 @@ class EmotionRecognizer:
             raise AttsfError(f"{path}: no audio or video stream")
         wants_video = self.visual_kind != "none"
         if info.has_audio:
-            arrays["audio"] = torch.from_numpy(clip_audio(path, self.prep.audio, timings=result.timings))
+            arrays["audio"] = torch.from_numpy(clip_audio(path, self.prep.audio, timings=result.timings,
+                                                          max_seconds=self.max_seconds))
             result.modalities.append("audio")
         if info.has_video and wants_video:
             visual, crops = clip_faces(path, self.prep, self.cropper, self.encoder, timings=result.timings)

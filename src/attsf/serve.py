@@ -28,6 +28,7 @@ from typing import Annotated
 from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
+from attsf.data.audio import ClipTooLong
 from attsf.data.media import AUDIO_SUFFIXES, MEDIA_SUFFIXES, probe
 from attsf.errors import AttsfError
 from attsf.predict import EmotionRecognizer
@@ -120,6 +121,7 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
     app = FastAPI(title="attsf", version="1", description="ATTSF-Net audio-visual emotion recognition",
                   docs_url=None, redoc_url=None)
     app.add_middleware(UploadGuard, limits=limits)
+    recognizer.max_seconds = limits.max_seconds  # on the decoded audio, whatever the container claims
     lock = threading.Lock()  # one prediction at a time: the model and MTCNN are not shared across threads
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -182,6 +184,8 @@ def _checked_predict(recognizer: EmotionRecognizer, path: Path, limits: ServeLim
     try:
         with lock:
             return recognizer.predict(path)
+    except ClipTooLong:  # a container that hides its length: stopped once the decoded audio passed the limit
+        raise HTTPException(413, f"clip longer than {limits.max_seconds:g} s") from None
     except AttsfError as exc:
         raise HTTPException(422, str(exc).replace(f"{path}: ", "")) from None
 

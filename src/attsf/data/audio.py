@@ -32,13 +32,25 @@ class AudioConfig:
         return 1 + self.n_samples // round(self.sample_rate * self.hop_ms / 1000)
 
 
-def load_waveform(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """Decode any file libsndfile reads (WAV, FLAC, OGG, ...) to mono float32 at ``sample_rate``."""
+class ClipTooLong(AttsfError):
+    """A clip whose decoded audio passes the caller's limit (whatever its container claims)."""
+
+    def __init__(self, path: str | Path, max_seconds: float) -> None:
+        super().__init__(f"{path}: clip longer than {max_seconds:g} s (decoding stopped there)")
+
+
+def load_waveform(path: str | Path, sample_rate: int = 16000, max_seconds: float | None = None) -> np.ndarray:
+    """Decode any file libsndfile reads (WAV, FLAC, OGG, ...) to mono float32 at
+    ``sample_rate``; at most ``max_seconds`` are read, a longer file is an error."""
     path = Path(path)
     try:
-        y, sr = sf.read(path, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as fh:
+            limit = -1 if max_seconds is None else int(max_seconds * fh.samplerate) + 1
+            y, sr = fh.read(frames=limit, dtype="float32", always_2d=True), fh.samplerate
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AttsfError(f"{path}: cannot decode audio ({str(exc).splitlines()[0]})") from None
+    if max_seconds is not None and len(y) > max_seconds * sr:
+        raise ClipTooLong(path, max_seconds)
     return to_mono_rate(y, sr, sample_rate, path)
 
 

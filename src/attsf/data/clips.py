@@ -207,10 +207,11 @@ def face_crops(path: Path, settings: PrepSettings, cropper, segment: tuple[float
 
 
 def clip_audio(path: Path, cfg: AudioConfig, segment: tuple[float, float] | None = None,
-               timings: dict[str, float] | None = None) -> np.ndarray:
-    """The MFCC input of a clip's audio (``timings`` receives decoding and MFCC seconds)."""
+               timings: dict[str, float] | None = None, max_seconds: float | None = None) -> np.ndarray:
+    """The MFCC input of a clip's audio (``timings`` receives decoding and MFCC seconds;
+    ``max_seconds``: a longer clip is refused while it is decoded)."""
     t = time.perf_counter()
-    y = read_audio(path, cfg.sample_rate, segment)
+    y = read_audio(path, cfg.sample_rate, segment, max_seconds)
     t_decoded = time.perf_counter()
     x = mfcc(y, cfg)
     if timings is not None:

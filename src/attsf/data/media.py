@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from attsf.data.audio import load_waveform
+from attsf.data.audio import ClipTooLong, load_waveform
 from attsf.errors import AttsfError
 
 Segment = tuple[float, float]
@@ -75,25 +75,32 @@ def _first_stream(container, kind: str, path: Path):
     return stream, start
 
 
-def read_audio(path: str | Path, sample_rate: int = 16000, segment: Segment | None = None) -> np.ndarray:
+def read_audio(path: str | Path, sample_rate: int = 16000, segment: Segment | None = None,
+               max_seconds: float | None = None) -> np.ndarray:
     """Mono float32 at ``sample_rate`` from any file: libsndfile for WAV/FLAC/OGG/AIFF
-    (whole files), PyAV for every other container and for segments."""
+    (whole files), PyAV for every other container and for segments. ``max_seconds``: a
+    clip whose decoded audio is longer is refused as soon as decoding passes the limit,
+    whatever its container claims."""
     path = Path(path)
     if path.suffix.lower() in SOUNDFILE_SUFFIXES and segment is None:
         if not path.is_file():
             raise AttsfError(f"{path}: file not found")
-        y = load_waveform(path, sample_rate)
+        y = load_waveform(path, sample_rate, max_seconds)
     else:
-        y = decode_audio(path, sample_rate, segment)
+        y = decode_audio(path, sample_rate, segment, max_seconds)
     if not np.isfinite(y).all():
         raise AttsfError(f"{path}: audio holds non-finite samples")
     return y
 
 
-def decode_audio(path: str | Path, sample_rate: int = 16000, segment: Segment | None = None) -> np.ndarray:
+def decode_audio(path: str | Path, sample_rate: int = 16000, segment: Segment | None = None,
+                 max_seconds: float | None = None) -> np.ndarray:
     """The first audio stream of any container, as mono float32 at ``sample_rate``;
-    ``segment`` (start, end) in seconds keeps only that part."""
+    ``segment`` (start, end) in seconds keeps only that part; more than ``max_seconds`` of
+    decoded audio is an error, raised as soon as decoding passes it."""
     path = Path(path)
+    limit = None if max_seconds is None else int(max_seconds * sample_rate)
+    decoded = 0
     with _open(path) as container:
         stream, start_time = _first_stream(container, "audio", path)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
@@ -104,7 +111,11 @@ def decode_audio(path: str | Path, sample_rate: int = 16000, segment: Segment | 
             for frame in container.decode(stream):
                 if first is None:
                     first = (frame.time if frame.time is not None else start_time) - start_time
-                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+                new = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+                chunks += new
+                decoded += sum(map(len, new))
+                if limit is not None and decoded > limit:
+                    raise ClipTooLong(path, max_seconds)
                 if segment and frame.time is not None and frame.time - start_time > segment[1]:
                     break
             chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
@@ -176,12 +187,13 @@ def sample_frames(path: str | Path, n: int = 15, span: float = 3.6, small_height
         s_width = max(2, round((x1 - x0) / scale))
         picked: list[av.VideoFrame] = []
         half = 0.5 / fps
+        budget = int((hi + 2.0) * fps * 2) + 100  # frames past the stated end: timestamps that never get there
         try:
-            for frame in container.decode(stream):
+            for count, frame in enumerate(container.decode(stream)):
                 t = (frame.time if frame.time is not None else 0.0) - start_time
                 while len(picked) < n and t + half >= times[len(picked)]:
                     picked.append(frame)
-                if len(picked) == n:
+                if len(picked) == n or t > hi + 2.0 or count > budget:
                     break
         except av.FFmpegError as exc:
             if not picked:
