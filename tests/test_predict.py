@@ -406,3 +406,15 @@ def test_decoding_stops_at_the_limit_whatever_the_container_claims(recognizer, t
             recognizer.predict(hidden)
     finally:
         recognizer.max_seconds = None
+
+
+def test_serve_removes_its_generated_examples_on_sigterm(demo_dir, tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    server = _start_server(demo_dir / "run", _free_port(), env=dict(os.environ, TMPDIR=str(tmp)))
+    try:
+        assert [p.name for p in tmp.iterdir() if p.name.startswith("attsf-examples-")]
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert not [p for p in tmp.iterdir() if p.name.startswith("attsf-examples-")]

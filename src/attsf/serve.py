@@ -18,6 +18,7 @@ import asyncio
 import base64
 import io
 import json
+import signal
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -190,6 +191,10 @@ def _checked_predict(recognizer: EmotionRecognizer, path: Path, limits: ServeLim
         raise HTTPException(422, str(exc).replace(f"{path}: ", "")) from None
 
 
+def _exit_on_sigterm(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def serve(run: str, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits = ServeLimits(),
           examples: str | None = None) -> None:
     """Serve the page and API until interrupted; ``examples``: a folder of clips the page
@@ -199,6 +204,9 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimi
     from attsf.data.synthetic import example_clips
 
     recognizer = EmotionRecognizer.from_pretrained(run)
+    # uvicorn stops on SIGTERM as on SIGINT, then raises the signal again: as an exit, so
+    # that the generated examples' folder is removed on the way out
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with tempfile.TemporaryDirectory(prefix="attsf-examples-") as tmp:
         folder = Path(examples or tmp)
         offered = example_files(folder) if examples else example_clips(folder)
