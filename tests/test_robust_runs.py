@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
 
-from conftest import ROOT
+import pytest
+from conftest import ROOT, TINY, run_cli
 
 
 def test_written_files_follow_the_umask(tiny_overrides, tmp_path):
@@ -24,3 +26,74 @@ def test_written_files_follow_the_umask(tiny_overrides, tmp_path):
     assert {"config.yaml", "metrics.json", "best.safetensors", "last.json", "report.html"} <= names
     modes = {p.relative_to(out).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
     assert set(modes.values()) == {"0o644"}, modes
+
+
+def _nan_cache(tiny_cache, root):
+    """The tiny cache with one NaN in one training clip of fold 0."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(tiny_cache, root)
+    clip = root / "clips" / "01-happy-0.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(clip, framework="pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(clip)
+    tensors["audio"][3, 7] = torch.nan
+    save_file(tensors, clip, metadata=meta)
+    return root
+
+
+def test_a_nan_in_the_cache_stops_training_with_one_line(tiny_cache, tiny_overrides, tmp_path):
+    cache = _nan_cache(tiny_cache, tmp_path / "cache")
+    out = tmp_path / "run"
+    args = [o for o in tiny_overrides if not o.startswith("data.cache=")]
+    proc = run_cli("train", "demo", *args, f"data.cache={cache}", "train.max_epochs=2", "--out", str(out), check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert re.search(r"^attsf: error: non-finite training loss \(nan\) at epoch 0, step \d+: ", lines[-1])
+    assert f"attsf inspect {cache} --verify" in lines[-1]
+    assert not (out / "metrics.json").exists()
+    check = run_cli("inspect", str(cache), "--verify", "--no-sheet", check=False)
+    assert check.returncode == 1 and "01-happy-0.safetensors: 'audio' holds NaN or infinite values" in check.stdout
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    run_cli("train", "demo", *TINY, f"data.cache={tiny_cache}", f"data.folds={tiny_cache / 'folds.json'}",
+            "train.max_epochs=1", "--out", str(out))
+    return out
+
+
+def test_non_finite_weights_and_bad_labels_are_refused(finished, tmp_path):
+    import json
+    import shutil
+
+    import torch
+
+    from attsf.io import load_state, save_state
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    best = run / "checkpoints" / "best.safetensors"
+    side = best.with_suffix(".json")
+    labels = json.loads(side.read_text())["labels"]
+    for bad, message in ((labels[:-1], "3 labels for a network with 4 outputs"),
+                         ([labels[0]] * 4, "names a class twice"), ([1, 2, 3, 4], "list of class names")):
+        side.write_text(json.dumps(dict(json.loads(side.read_text()), labels=bad)))
+        proc = run_cli("evaluate", str(run), check=False)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    side.write_text(json.dumps(dict(json.loads(side.read_text()), labels=labels)))
+    state = load_state(best)
+    key = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
+    state["state_dict"][key] = torch.full_like(state["state_dict"][key], float("nan"))
+    save_state(best, state)
+    for args in (["evaluate", str(run)], ["predict", str(ROOT / "README.md"), "--run", str(run)],
+                 ["predict", str(ROOT / "README.md"), "--run", str(best)]):
+        proc = run_cli(*args, check=False)
+        assert proc.returncode == 2 and "weights hold non-finite values" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr

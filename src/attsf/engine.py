@@ -23,6 +23,7 @@ from attsf.augment import augment_batch
 from attsf.branches import frozen_modules, load_branches
 from attsf.config import Config, TrainConfig
 from attsf.efficientface import load_encoder_weights
+from attsf.errors import AttsfError
 from attsf.io import load_state, save_state, write_json
 from attsf.losses import total_loss
 from attsf.model import build_model, visual_encoder
@@ -94,7 +95,12 @@ class ATTSFModule(L.LightningModule):
         return terms["loss"]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+            raise AttsfError(f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step "
+                             f"{self.global_step}: look for NaN or infinite values in the cache with "
+                             f"`attsf inspect {self.cfg.data.cache} --verify`")
+        return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")

@@ -27,6 +27,10 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     is removed)."""
     state = load_state(path)["state_dict"]
     state = {k.removeprefix("model."): v for k, v in state.items()}
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise AttsfError(f"{path}: weights hold non-finite values (NaN or inf, first in {bad}); the run diverged "
+                         "and its answers would be garbage")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -60,9 +64,23 @@ def open_run(run_dir: str | Path, weights: str = BEST, cache: str | Path | None 
     if not path.is_file():
         raise AttsfError(f"{path}: no weights yet (has the run finished an epoch?)")
     side = read_json(path.with_suffix(".json"))
+    labels = checked_labels(side, cfg, path)
     model = build_model(cfg.model)
     load_weights(model, path)
-    return Run(root, cfg, list(side["labels"]), with_fallbacks(model, root).eval())
+    return Run(root, cfg, labels, with_fallbacks(model, root).eval())
+
+
+def checked_labels(side: dict, cfg: Config, weights: Path) -> list[str]:
+    """The sidecar's class names, refused unless they are distinct non-empty strings, one
+    per output of the network."""
+    labels, where = side.get("labels"), weights.with_suffix(".json")
+    if not isinstance(labels, list) or not all(isinstance(x, str) and x.strip() for x in labels):
+        raise AttsfError(f"{where}: 'labels' must be a list of class names (non-empty strings)")
+    if len(set(labels)) != len(labels):
+        raise AttsfError(f"{where}: 'labels' names a class twice ({', '.join(labels)})")
+    if cfg.model.task == "classification" and len(labels) != cfg.model.n_classes:
+        raise AttsfError(f"{where}: {len(labels)} labels for a network with {cfg.model.n_classes} outputs")
+    return labels
 
 
 def model_from_weights(path: str | Path) -> tuple[Config, dict, nn.Module]:
@@ -75,6 +93,7 @@ def model_from_weights(path: str | Path) -> tuple[Config, dict, nn.Module]:
     if "config" not in side or "labels" not in side:
         raise AttsfError(f"{path.with_suffix('.json')}: not an attsf checkpoint sidecar (config, labels missing)")
     cfg = load_config(base=side["config"])
+    checked_labels(side, cfg, path)
     model = build_model(cfg.model)
     load_weights(model, path)
     return cfg, side, model

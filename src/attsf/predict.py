@@ -57,7 +57,10 @@ class Prediction:
 
 
 def _softmax(logits: torch.Tensor, labels: list[str]) -> dict[str, float]:
-    return {k: round(float(v), 6) for k, v in zip(labels, torch.softmax(logits.float(), -1).tolist())}
+    probs = torch.softmax(logits.float(), -1)
+    if not torch.isfinite(probs).all():  # never an answer of NaNs
+        raise AttsfError("the network answered with non-finite values")
+    return {k: round(float(v), 6) for k, v in zip(labels, probs.tolist())}
 
 
 class EmotionRecognizer:
