@@ -263,14 +263,22 @@ def test_examples_api_and_no_cdn_docs(recognizer, clips, tmp_path):
         example_files(folder)
     shutil.copy(clips["audio"], folder / "my_voice.wav")
     (folder / "notes.txt").write_text("not offered")
+    (folder / "fake.wav").write_text("a text file named like audio")
+    outside = tmp_path / "secret.wav"
+    shutil.copy(clips["audio"], outside)
+    (folder / "linked.wav").symlink_to(outside)  # a link out of the folder is never served
     offered = example_files(folder)
     assert offered == {"my_voice.wav": "my voice"}
     client = TestClient(create_app(recognizer, examples=(folder, offered)))
     assert client.get("/examples").json() == [{"name": "my_voice.wav", "title": "my voice", "url": "/examples/my_voice.wav",
                                                "kind": "audio"}]
     assert client.get("/examples/my_voice.wav").content == clips["audio"].read_bytes()
-    for name in ("notes.txt", "..%2Fexamples%2Fmy_voice.wav", "missing.mp4"):
+    for name in ("notes.txt", "..%2Fexamples%2Fmy_voice.wav", "missing.mp4", "linked.wav", "fake.wav"):
         assert client.get(f"/examples/{name}").status_code == 404
+    csp = client.get("/").headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "<script>" not in client.get("/").text
+    assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
+    assert client.get("/static/index.html").status_code == 404
     assert client.get("/docs").status_code == 404  # FastAPI's /docs loads its scripts from a CDN
     assert client.get("/openapi.json").status_code == 200
 
@@ -301,7 +309,8 @@ def test_web_page_in_chromium(demo_dir, clips, tmp_path):
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"])
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            # Playwright's wait_for_function evaluates strings, which the page's CSP forbids (tested below)
+            page = browser.new_page(viewport={"width": 1200, "height": 900}, bypass_csp=True)
             hosts = set()
             page.on("request", lambda r: hosts.add(r.url.split("/")[2] if "://" in r.url else r.url.split(":")[0]))
             page.goto(f"http://127.0.0.1:{port}/")
@@ -356,6 +365,39 @@ def test_web_page_in_chromium(demo_dir, clips, tmp_path):
             page.screenshot(path=str(shots / "page_no_face.png"), full_page=True)
             browser.close()
         assert hosts == {f"127.0.0.1:{port}"} | ({"blob"} & hosts) | ({"data"} & hosts), hosts
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+def test_hostile_example_names_stay_text_in_chromium(demo_dir, clips, tmp_path):
+    """An example named like markup is shown as its name, runs nothing, and inline script is
+    refused by the page's Content-Security-Policy."""
+    from playwright.sync_api import sync_playwright
+
+    folder = tmp_path / "examples"
+    folder.mkdir()
+    name = "<img src=x onerror=document.title='pwned'>.wav"
+    shutil.copy(clips["audio"], folder / name)
+    port = _free_port()
+    server = _start_server(demo_dir / "run", port, "--examples", str(folder))
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector(".example")
+            assert page.locator("#examples img").count() == 0
+            assert "<img src=x onerror=document.title='pwned'>" in page.text_content(".example")
+            page.click(".example")
+            page.wait_for_selector("#result:not([hidden])", timeout=60000)
+            page.evaluate("""() => { const s = document.createElement("script");
+                s.textContent = "window.__inline = 1"; document.body.appendChild(s); }""")
+            assert page.evaluate("[document.title, window.__inline]") == ["attsf — emotion in a clip", None]
+            browser.close()
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, File, HTTPException, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from attsf.data.audio import ClipTooLong
 from attsf.data.media import AUDIO_SUFFIXES, MEDIA_SUFFIXES, probe
@@ -37,6 +37,10 @@ from attsf.predict import EmotionRecognizer
 # containers PyAV reports for the accepted uploads: mp4/mov/m4a, mkv/webm, and audio files
 ACCEPTED_FORMATS = {"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "wav", "flac", "ogg", "mp3", "avi"}
 CHUNK = 1 << 20
+# the page's own script and stylesheet only: no inline script, nothing from elsewhere
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
+       "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
 
 
 @dataclass(frozen=True)
@@ -104,13 +108,24 @@ async def _reply(send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _offerable(f: Path) -> bool:
+    """A regular file (not a link to elsewhere) whose content PyAV reads as audio or video."""
+    if f.is_symlink() or not f.is_file() or f.suffix.lower() not in MEDIA_SUFFIXES:
+        return False
+    try:
+        info = probe(f)
+    except AttsfError:
+        return False
+    return info.has_audio or info.has_video
+
+
 def example_files(folder: str | Path) -> dict[str, str]:
-    """The media files of a user's ``--examples`` folder (file name -> title)."""
+    """The media files of a user's ``--examples`` folder (file name -> title): regular files
+    inside the folder whose content is media; links and other files are not offered."""
     folder = Path(folder)
     if not folder.is_dir():
         raise AttsfError(f"{folder}: examples folder not found")
-    found = {f.name: f.stem.replace("_", " ") for f in sorted(folder.iterdir())
-             if f.is_file() and f.suffix.lower() in MEDIA_SUFFIXES}
+    found = {f.name: f.stem.replace("_", " ") for f in sorted(folder.iterdir()) if _offerable(f)}
     if not found:
         raise AttsfError(f"{folder}: no media files ({', '.join(sorted(MEDIA_SUFFIXES))}) to offer as examples")
     return found
@@ -125,9 +140,22 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
     recognizer.max_seconds = limits.max_seconds  # on the decoded audio, whatever the container claims
     lock = threading.Lock()  # one prediction at a time: the model and MTCNN are not shared across threads
 
+    @app.middleware("http")
+    async def security_headers(request, call_next):
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
         return (resources.files("attsf") / "web" / "index.html").read_text()
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        if name not in STATIC:
+            raise HTTPException(404, "not found")
+        return Response((resources.files("attsf") / "web" / name).read_bytes(), media_type=STATIC[name])
 
     @app.get("/health")
     def health() -> dict:
@@ -145,7 +173,7 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
 
     @app.get("/examples/{name}", include_in_schema=False)
     def example_file(name: str) -> FileResponse:
-        if examples is None or name not in examples[1]:  # only the listed files, never a path
+        if examples is None or name not in examples[1] or (examples[0] / name).is_symlink():  # listed files only
             raise HTTPException(404, "no such example")
         return FileResponse(examples[0] / name)
 
