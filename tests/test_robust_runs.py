@@ -7,6 +7,8 @@ import re
 import stat
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY, run_cli
@@ -97,3 +99,66 @@ def test_non_finite_weights_and_bad_labels_are_refused(finished, tmp_path):
         proc = run_cli(*args, check=False)
         assert proc.returncode == 2 and "weights hold non-finite values" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat_file.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_cv_pool_stops_at_the_first_failure_and_dies_with_its_parent(tiny_cache, tmp_path):
+    cache = _nan_cache(tiny_cache, tmp_path / "cache")  # fold 0 trains on the NaN clip, fold 1 validates on it
+    def data(root: Path) -> list[str]:
+        return [f"data.cache={root}", f"data.folds={root / 'folds.json'}"]
+
+    long = [*TINY, "train.max_epochs=400"]
+    out = tmp_path / "cv"
+    proc = run_cli("cv", "demo", *long, *data(cache), "--jobs", "2", "--out", str(out), check=False, timeout=300)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert last.startswith(f"attsf: error: {out / 'fold0'}: non-finite training loss"), last
+    assert not (out / "fold1" / "metrics.json").exists()  # stopped, not trained to its end first
+
+    parent = subprocess.Popen([sys.executable, "-m", "attsf", "cv", "demo", *long, *data(tiny_cache), "--jobs", "2",
+                               "--out", str(tmp_path / "cv2")], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "cv2").glob("fold*/checkpoints/last.safetensors")):
+        time.sleep(0.5)
+    workers = [c for c in _children(parent.pid) if _alive(c)]
+    assert len(workers) >= 2, workers  # two trainers (and perhaps a resource tracker)
+    os.kill(parent.pid, 9)
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.2)
+    assert not [w for w in workers if _alive(w)]
+
+
+def test_a_run_being_written_by_a_live_process_is_not_resumed(finished, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "metrics.json").unlink()
+    (run / ".lock").write_text(str(os.getpid()))  # this test's process is alive
+    proc = run_cli("train", "--resume", str(run), check=False)
+    assert proc.returncode == 2 and f"{run}: being written by process {os.getpid()}" in proc.stderr, proc.stderr
+    (run / ".lock").write_text("999999999")  # a writer that is gone: taken over
+    assert run_cli("train", "--resume", str(run)).returncode == 0 and not (run / ".lock").exists()

@@ -9,10 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,12 +27,13 @@ from attsf.data.datamodule import SPLITS, ClipDataModule, load_folds
 from attsf.engine import EMA, ATTSFModule, EpochLines, RNGState, SafetensorsCheckpointIO
 from attsf.errors import AttsfError, quiet_library_warnings
 from attsf.evaluate import BEST, CONFIG_FILE, metrics_for, open_run, predict_dataset
-from attsf.io import atomic_write_text, read_json, write_json
+from attsf.io import atomic_write_text, pid_lock, read_json, write_json
 from attsf.progress import interactive
 from attsf.provenance import provenance
 
 log = logging.getLogger("attsf")
 LAST = "checkpoints/last.safetensors"
+LOCK = ".lock"  # the pid of the process writing the run
 METRICS = "metrics.json"
 
 
@@ -142,7 +142,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, splits: tuple[
         if not last.is_file() and ((run_dir / BEST).is_file() or _read_csv(run_dir / "metrics.csv")):
             raise AttsfError(f"{last}: missing, so this run cannot resume where it stopped (restarting would "
                              "overwrite its best weights); train into another --out")
-    elif trainer_rank_zero() and run_dir.exists() and any(run_dir.iterdir()):
+    elif trainer_rank_zero() and run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()):
         raise AttsfError(f"{run_dir}: directory is not empty; use --resume to continue it or choose another --out")
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
@@ -158,6 +158,14 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, splits: tuple[
                                               training_data=training_data))
     fallbacks = fallback_sources(cfg)  # checked before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
+    with pid_lock(run_dir / LOCK, str(run_dir)) if trainer_rank_zero() else nullcontext():
+        return _fit(cfg, run_dir, dm, module, fallbacks, resume, splits)
+
+
+def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fallbacks: dict, resume: bool,
+         splits: tuple[str, ...]) -> dict | None:
+    """The Trainer's part of ``train``: fit, then evaluate the kept weights (rank 0)."""
+    last = run_dir / LAST
     if not resume and trainer_rank_zero():  # paths made absolute: the run works from any folder
         save_config(_absolute_paths(cfg), run_dir / CONFIG_FILE)
     handler = _file_logging(run_dir) if trainer_rank_zero() else logging.NullHandler()
@@ -314,15 +322,15 @@ def cross_validate_many(studies: list[tuple[Config, Path]], folds: list[int] | N
     if jobs > 1:
         if any(cfg.train.devices not in ("auto", "1") for cfg in cfgs) or not trainer_rank_zero():
             raise AttsfError("--jobs trains several runs at once on CPU; use it without DDP (train.devices)")
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_train_job, fold_cfg, run_dir, resume): (i, s, k)
-                       for i, s, k, fold_cfg, run_dir, resume in plan}
-            for future in as_completed(futures):
-                i, s, k = futures[future]
-                results[i][s][k] = future.result()
-                log.info("%sseed %d fold %d: test accuracy %.2f %%", f"{studies[i][1].name}: " * (len(studies) > 1),
-                         s, k, 100 * results[i][s][k]["test"]["accuracy"])
+        from attsf.pool import run_jobs
+
+        keys = {str(run_dir): (i, s, k) for i, s, k, _, run_dir, _ in plan}
+        jobs_ = [(str(run_dir), _train_job, (fold_cfg, run_dir, resume)) for _, _, _, fold_cfg, run_dir, resume in plan]
+        for name, metrics in run_jobs(jobs_, jobs):  # the first failure stops the others and names its run
+            i, s, k = keys[name]
+            results[i][s][k] = metrics
+            log.info("%sseed %d fold %d: test accuracy %.2f %%", f"{studies[i][1].name}: " * (len(studies) > 1),
+                     s, k, 100 * metrics["test"]["accuracy"])
     else:
         for i, s, k, fold_cfg, run_dir, resume in plan:  # under DDP every rank trains every run; rank 0 writes
             metrics = train(fold_cfg, run_dir, resume=resume)
