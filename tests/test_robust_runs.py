@@ -162,3 +162,38 @@ def test_a_run_being_written_by_a_live_process_is_not_resumed(finished, tmp_path
     assert proc.returncode == 2 and f"{run}: being written by process {os.getpid()}" in proc.stderr, proc.stderr
     (run / ".lock").write_text("999999999")  # a writer that is gone: taken over
     assert run_cli("train", "--resume", str(run)).returncode == 0 and not (run / ".lock").exists()
+
+
+def _start_train(tiny_cache, out: Path, epochs: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "attsf", "train", "demo", *TINY, f"data.cache={tiny_cache}",
+                             f"data.folds={tiny_cache / 'folds.json'}", f"train.max_epochs={epochs}", "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("sig", [15, 2])
+def test_a_signalled_run_says_so_and_is_not_used_as_finished(sig, tiny_cache, tmp_path):
+    from attsf.card import model_card
+    from attsf.io import read_json
+
+    out = tmp_path / "run"
+    proc = _start_train(tiny_cache, out, 40)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoints" / "best.json").is_file():
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert re.match(rf"attsf: error: {re.escape(str(out))}: interrupted by SIG(TERM|INT) at epoch \d+ of 40; ", last)
+    assert f"attsf train --resume {out}" in last and "Traceback" not in err
+    assert not (out / "metrics.json").exists()
+    best = out / "checkpoints" / "best.safetensors"
+    card = model_card(best, read_json(best.with_suffix(".json")))
+    assert re.fullmatch(r"unfinished, epoch \d+ of 40", card["unfinished"]) and "unfinished" in card["warning"]
+    refused = run_cli("predict", str(ROOT / "README.md"), "--run", str(out), check=False)
+    assert refused.returncode == 2 and "this run is unfinished, epoch" in refused.stderr
+    allowed = run_cli("predict", str(ROOT / "README.md"), "--run", str(out), "--allow-unfinished", check=False)
+    assert "unfinished" not in allowed.stderr  # past that check (this run takes AU features, not raw clips)
+    run_cli("train", "--resume", str(out))
+    assert (out / "metrics.json").is_file() and read_json(best.with_suffix(".json"))["finished"] is True
+    assert model_card(best, read_json(best.with_suffix(".json")))["unfinished"] is None

@@ -38,6 +38,12 @@ def model_card(weights: Path, side: dict) -> dict:
                       "runs": len(summary.get("folds", {}))}
     if card["dataset"] in SYNTHETIC or visual.get("source") == "demo":
         card["warning"] = WARNING
+    card["unfinished"] = None
+    if not (side.get("finished", "test" in side) or (run / "metrics.json").is_file()):
+        total = side.get("max_epochs") or cfg.get("train", {}).get("max_epochs", "?")
+        card["unfinished"] = f"unfinished, epoch {int(side.get('epoch') or 0) + 1} of {total}"
+        note = f"{card['unfinished']}: a snapshot of a run that was stopped before its end"
+        card["warning"] = f"{card['warning']}; {note}" if card["warning"] else note
     return card
 
 

@@ -242,7 +242,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise AttsfError("no clips given (or no media files in the folder)")
     from attsf.card import card_line
 
-    rec = EmotionRecognizer.from_pretrained(args.run)
+    rec = EmotionRecognizer.from_pretrained(args.run, allow_unfinished=args.allow_unfinished)
     results = rec.predict_many(paths)
     as_csv = args.csv or (len(args.clips) == 1 and Path(args.clips[0]).is_dir() and not args.json)
     if not args.json:  # the card on stderr keeps the table and CSV clean for pipes
@@ -283,7 +283,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from attsf.serve import ServeLimits, serve
 
     limits = ServeLimits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_seconds, max_pending=args.max_pending)
-    serve(args.run, args.host, args.port, limits, args.examples)
+    serve(args.run, args.host, args.port, limits, args.examples, args.allow_unfinished)
 
 
 def _parse_shard(spec: str) -> tuple[int, int]:
@@ -436,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--run", required=True, help="run directory or weights .safetensors (with its .json sidecar)")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.add_argument("--csv", action="store_true", help="print CSV (the default for a folder)")
+    pr.add_argument("--allow-unfinished", action="store_true", help="use the weights of a run stopped before its end")
     pr.set_defaults(func=cmd_predict)
 
     sv = sub.add_parser("serve", help="web page and JSON API for predictions")
@@ -445,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-mb", type=float, default=50, help="upload size limit in MB")
     sv.add_argument("--max-seconds", type=float, default=60, help="clip duration limit")
     sv.add_argument("--max-pending", type=int, default=4, help="requests in flight before 503")
+    sv.add_argument("--allow-unfinished", action="store_true", help="serve the weights of a run stopped before its end")
     sv.add_argument("--examples", help="folder of clips the page offers as examples (default: three generated ones)")
     sv.set_defaults(func=cmd_serve)
 
@@ -471,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
     except AttsfError as exc:
         print(f"attsf: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("attsf: interrupted", file=sys.stderr)
         return 130

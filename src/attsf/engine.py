@@ -118,6 +118,7 @@ class ATTSFModule(L.LightningModule):
             checkpoint["state_dict"] = ema.averaged_state() or checkpoint["state_dict"]
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
         checkpoint["attsf"] = {"config": self.cfg.to_dict(), "labels": self.labels, "metrics": metrics,
+                               "finished": False, "max_epochs": self.cfg.train.max_epochs,  # train() marks the end
                                "preprocessing": self.preprocessing, "provenance": self.provenance,
                                "versions": self.provenance.get("versions", {})}
 

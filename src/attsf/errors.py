@@ -7,6 +7,23 @@ import warnings
 class AttsfError(Exception):
     """A user-facing error: bad input, a missing file, a config key that does not exist."""
 
+    exit_code = 2
+
+
+class Interrupted(AttsfError):
+    """A run stopped by SIGINT or SIGTERM (exit 128 + the signal's number)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def raise_interrupted(signum: int, frame) -> None:
+    """Signal handler: stop where the program is, as an :class:`Interrupted`."""
+    import signal
+
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}", signum)
+
 
 def quiet_library_warnings() -> None:
     """Leave out the libraries' warnings that say nothing to an attsf user: Lightning's about

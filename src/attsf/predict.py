@@ -100,9 +100,11 @@ class EmotionRecognizer:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | None = None) -> EmotionRecognizer:
+    def from_pretrained(cls, path: str | Path, device: str | None = None,
+                        allow_unfinished: bool = False) -> EmotionRecognizer:
         """A run directory (its best weights) or a ``.safetensors`` weights file with its
-        ``.json`` sidecar."""
+        ``.json`` sidecar. The weights of a run stopped before its end are refused unless
+        ``allow_unfinished`` (the card then says "unfinished, epoch k of n")."""
         path = Path(path)
         if path.is_dir():  # a run directory: opened as evaluate does
             run = open_run(path)
@@ -114,7 +116,11 @@ class EmotionRecognizer:
             labels = list(side["labels"])
         preprocessing = side.get("preprocessing") or _cache_settings(cfg)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(cfg, labels, model, preprocessing, device, model_card(weights, side))
+        card = model_card(weights, side)
+        if card["unfinished"] and not allow_unfinished:
+            raise AttsfError(f"{path}: this run is {card['unfinished']} (stopped before its end); finish it with "
+                             "`attsf train --resume RUN_DIR`, or pass --allow-unfinished to use these weights")
+        return cls(cfg, labels, model, preprocessing, device, card)
 
     # ------------------------------------------------------------------ inference
     def prepare(self, path: str | Path) -> tuple[Prediction, dict[str, torch.Tensor]]:

@@ -224,14 +224,14 @@ def _exit_on_sigterm(signum: int, frame) -> None:
 
 
 def serve(run: str, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits = ServeLimits(),
-          examples: str | None = None) -> None:
+          examples: str | None = None, allow_unfinished: bool = False) -> None:
     """Serve the page and API until interrupted; ``examples``: a folder of clips the page
     offers (default: three generated at start-up)."""
     import uvicorn
 
     from attsf.data.synthetic import example_clips
 
-    recognizer = EmotionRecognizer.from_pretrained(run)
+    recognizer = EmotionRecognizer.from_pretrained(run, allow_unfinished=allow_unfinished)
     # uvicorn stops on SIGTERM as on SIGINT, then raises the signal again: as an exit, so
     # that the generated examples' folder is removed on the way out
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

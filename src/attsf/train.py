@@ -10,8 +10,11 @@ import csv
 import io
 import logging
 import os
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from attsf.config import Config, load_config, save_config
 from attsf.cv_results import summarise_cv, summarise_seeds
 from attsf.data.datamodule import SPLITS, ClipDataModule, load_folds
 from attsf.engine import EMA, ATTSFModule, EpochLines, RNGState, SafetensorsCheckpointIO
-from attsf.errors import AttsfError, quiet_library_warnings
+from attsf.errors import AttsfError, Interrupted, quiet_library_warnings, raise_interrupted
 from attsf.evaluate import BEST, CONFIG_FILE, metrics_for, open_run, predict_dataset
 from attsf.io import atomic_write_text, pid_lock, read_json, write_json
 from attsf.progress import interactive
@@ -203,8 +206,15 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
                              resumed=resume,
                              **({"init": module.init_sources} if module.init_sources else {}))
     start = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
-    logging.getLogger("attsf").removeHandler(handler)
+    try:
+        with _interrupts_raise():
+            trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
+    except Interrupted as exc:
+        raise Interrupted(f"{run_dir}: {exc} at epoch {trainer.current_epoch + 1} of {cfg.train.max_epochs}; it is "
+                          f"unfinished (no metrics.json); continue it with `attsf train --resume {run_dir}`",
+                          exc.exit_code - 128) from None
+    finally:
+        logging.getLogger("attsf").removeHandler(handler)
     if trainer.global_rank != 0:
         return None
     _merge_history(run_dir)
@@ -215,8 +225,23 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
                    train_seconds=round(time.time() - start, 1),
                    best_epoch=read_json((run_dir / BEST).with_suffix(".json")).get("epoch"), provenance=module.provenance)
     write_json(run_dir / METRICS, metrics)
-    _record_test_accuracy(run_dir / BEST, metrics)
+    _mark_finished(run_dir / BEST, metrics)
     return metrics
+
+
+@contextmanager
+def _interrupts_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM stop training as an :class:`Interrupted` (Lightning tears down and
+    re-raises it); the handlers before are restored after. Only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _absolute(path: str) -> str:
@@ -231,11 +256,12 @@ def _absolute_paths(cfg: Config) -> Config:
                                  fallback_audio=_absolute(t.fallback_audio), fallback_visual=_absolute(t.fallback_visual)))
 
 
-def _record_test_accuracy(weights: Path, metrics: dict) -> None:
-    """The best weights' sidecar also carries their test result, for the model card of a
-    weights file shared without its run directory."""
+def _mark_finished(weights: Path, metrics: dict) -> None:
+    """The kept weights' sidecar says the run finished and carries its test result, for the
+    model card of a weights file shared without its run directory."""
     side_path = weights.with_suffix(".json")
     side = read_json(side_path)
+    side["finished"] = True
     test = metrics.get("test", {})
     side["test"] = {k: test[k] for k in ("accuracy", "unweighted_accuracy", "mae", "n") if k in test}
     write_json(side_path, side)
