@@ -23,7 +23,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         from attsf.config import load_config
 
-        cfg = load_config(Path(args.resume) / "config.yaml", args.overrides)
+        if args.config is not None or args.overrides:
+            given = " ".join(x for x in (args.config, *args.overrides) if x)
+            raise AttsfError(f"--resume {args.resume} continues the run with its recorded settings; '{given}' "
+                             "would change them: start a new run with --out instead")
+        cfg = load_config(Path(args.resume) / "config.yaml")
     elif args.config is None:
         raise AttsfError("train needs a CONFIG (or --resume RUN_DIR)")
     else:

@@ -30,7 +30,7 @@ from attsf.data.datamodule import SPLITS, ClipDataModule, load_folds
 from attsf.engine import EMA, ATTSFModule, EpochLines, RNGState, SafetensorsCheckpointIO
 from attsf.errors import AttsfError, Interrupted, quiet_library_warnings, raise_interrupted
 from attsf.evaluate import BEST, CONFIG_FILE, metrics_for, open_run, predict_dataset
-from attsf.io import atomic_write_text, pid_lock, read_json, write_json
+from attsf.io import atomic_write_text, pid_lock, read_json, stale_temp_files, write_json
 from attsf.progress import interactive
 from attsf.provenance import provenance
 
@@ -94,12 +94,27 @@ def _file_logging(run_dir: Path) -> logging.Handler:
 
 def _keep_history(run_dir: Path) -> None:
     """Lightning's CSVLogger starts metrics.csv afresh; move the rows of earlier attempts
-    to metrics.prev.csv so that a resumed run keeps its whole history."""
+    to metrics.prev.csv so that a resumed run keeps its whole history. A process killed
+    between saving the last checkpoint and writing that epoch's rows left them out: they
+    are rebuilt from the metrics the checkpoint's sidecar holds. Temporary files of killed
+    writers are removed."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for tmp in stale_temp_files(folder) if folder.is_dir() else []:
+            tmp.unlink(missing_ok=True)
     cur, prev = run_dir / "metrics.csv", run_dir / "metrics.prev.csv"
-    if cur.is_file():
-        rows = _read_csv(prev) + _read_csv(cur)
+    rows = _read_csv(prev) + _read_csv(cur)
+    last = (run_dir / LAST).with_suffix(".json")
+    if last.is_file():
+        side = read_json(last)
+        epoch, step = side.get("epoch"), side.get("global_step", 0) - 1
+        if epoch is not None and not any(r.get("epoch") == str(epoch) for r in rows):
+            metrics = side.get("metrics", {})
+            for stage in ("val_", "train_"):
+                row = {k: v for k, v in metrics.items() if k.startswith(stage)}
+                rows += [dict(row, epoch=epoch, step=step)] if row else []
+    if rows:
         _write_csv(prev, rows)
-        cur.unlink()
+    cur.unlink(missing_ok=True)
 
 
 def _merge_history(run_dir: Path) -> None:
