@@ -20,6 +20,7 @@ covers a cross-validation.
 from __future__ import annotations
 
 import hashlib
+import string
 from pathlib import Path
 
 from torch import nn
@@ -36,10 +37,16 @@ SAME_DATA = ("cache", "folds", "fold", "normalize", "train_on", "protocol")
 
 
 def init_run_dir(template: str, cfg: Config, key: str) -> Path:
+    """The run directory named by ``template``: ``{fold}`` and ``{seed}`` filled in, nothing
+    else (no other names, indexing, attributes, conversions or format specs)."""
+    bad = AttsfError(f"train.{key}: {template!r}: only {{fold}} and {{seed}} may stand in braces")
     try:
-        return Path(template.format(fold=cfg.data.fold, seed=cfg.train.seed))
-    except (KeyError, IndexError, ValueError):
-        raise AttsfError(f"train.{key}: {template!r}: only {{fold}} and {{seed}} may stand in braces") from None
+        fields = list(string.Formatter().parse(template))
+    except ValueError:
+        raise bad from None
+    if any(name is not None and (name not in ("fold", "seed") or spec or conv) for _, name, spec, conv in fields):
+        raise bad
+    return Path(template.format(fold=cfg.data.fold, seed=cfg.train.seed))
 
 
 def _check_source(run_dir: Path, modality: str, cfg: Config, key: str) -> Config:

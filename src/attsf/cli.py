@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def cmd_cv(args: argparse.Namespace) -> None:
     out = args.out or f"runs/{cfg.name}"
     folds = _ints("--folds", args.folds) if args.folds else None
     seeds = _ints("--seeds", args.seeds) if args.seeds else None
-    jobs = _jobs(args)
+    jobs = args.jobs
     from attsf.train import cross_validate
 
     summary = cross_validate(cfg, out, folds, seeds, jobs)
@@ -84,9 +85,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     cfg = _config(args)
     out = args.out or f"runs/tune/{args.study or cfg.name}"
     folds = _ints("--folds", args.folds) if args.folds else None
-    if args.trials < 1:
-        raise AttsfError(f"--trials {args.trials}: must be at least 1")
-    jobs = _jobs(args)
+    jobs = args.jobs
     from attsf.tune import overrides_text, tune
 
     summary = tune(cfg, args.space, args.trials, out, folds, jobs, args.storage, args.study, args.sampler_seed)
@@ -97,11 +96,14 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 
 def _ints(flag: str, text: str) -> list[int]:
-    """A comma-separated list of whole numbers."""
+    """A comma-separated list of whole numbers from 0 to 2^32-1, each once (in order)."""
     try:
-        return [int(f) for f in text.split(",") if f.strip()]
+        values = [int(f) for f in text.split(",") if f.strip()]
     except ValueError:
         raise AttsfError(f"{flag} {text}: expected comma-separated whole numbers, e.g. 0,1,2") from None
+    if not values or not all(0 <= v <= 2**32 - 1 for v in values):
+        raise AttsfError(f"{flag} {text}: expected whole numbers from 0 to 2^32-1, e.g. 0,1,2")
+    return list(dict.fromkeys(values))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -140,15 +142,12 @@ def _floats(flag: str, text: str) -> tuple[float, ...]:
     if text.strip().lower() == "none":
         return ()
     try:
-        return tuple(float(f) for f in text.split(","))
+        values = tuple(float(f) for f in text.split(","))
     except ValueError:
         raise AttsfError(f"{flag} {text}: expected comma-separated numbers") from None
-
-
-def _jobs(args: argparse.Namespace) -> int:
-    if args.jobs < 1:
-        raise AttsfError(f"--jobs {args.jobs}: must be at least 1")
-    return args.jobs
+    if not all(math.isfinite(v) for v in values):
+        raise AttsfError(f"{flag} {text}: expected finite numbers")
+    return values
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
@@ -159,7 +158,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     folds = _ints("--folds", args.folds) if args.folds else None
     fractions = _floats("--fractions", args.fractions) if args.fractions else None
     snrs = _floats("--snr", args.snr) if args.snr else None
-    jobs = _jobs(args)
+    jobs = args.jobs
     from attsf.experiments import run_experiment
 
     table = run_experiment(args.name, path, args.overrides, out, folds, fractions, snrs, jobs)
@@ -306,8 +305,35 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.out), epochs=args.epochs)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with attsf's one-line errors (exit 2)."""
+
+    def error(self, message: str):
+        print(f"attsf: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _number(kind: type, low: float | None, high: float | None, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+    return parse
+
+
+_count = _number(int, 1, None, "a whole number of at least 1")
+_seed = _number(int, 0, 2**32 - 1, "a seed (a whole number from 0 to 2^32-1)")
+_port = _number(int, 1, 65535, "a port number (1-65535)")
+_positive = _number(float, 1e-9, None, "a positive number")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="attsf", description="ATTSF-Net audio-visual emotion recognition")
+    p = Parser(prog="attsf", description="ATTSF-Net audio-visual emotion recognition")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train one run (one fold) from a config")
@@ -334,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--folds", help="comma-separated fold numbers (default: all)")
     c.add_argument("--seeds", help="comma-separated seeds: every fold once per seed, in OUT/seed{S}/fold{K} "
                    "(default: the config's train.seed, in OUT/fold{K})")
-    c.add_argument("--jobs", type=int, default=1, help="runs trained at once, in separate processes with "
+    c.add_argument("--jobs", type=_count, default=1, help="runs trained at once, in separate processes with "
                    "cores/JOBS threads each (CPU; 2 on 2 cores trains ~1.5x more per hour than 1 with 2 threads)")
     c.set_defaults(func=cmd_cv)
 
@@ -343,15 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("config")
     tu.add_argument("overrides", nargs="*")
     tu.add_argument("--space", required=True, help="search space YAML: dotted key -> [choices] or {low, high, log, step}")
-    tu.add_argument("--trials", type=int, default=20, help="finished or pruned trials the study ends with (default 20; "
+    tu.add_argument("--trials", type=_count, default=20, help="finished or pruned trials the study ends with (default 20; "
                     "with --jobs up to JOBS-1 more, started before the last one finished)")
     tu.add_argument("--folds", help="comma-separated folds whose validation accuracy is averaged (default: all)")
-    tu.add_argument("--jobs", type=int, default=1, help="trials trained at once, in separate processes")
+    tu.add_argument("--jobs", type=_count, default=1, help="trials trained at once, in separate processes")
     tu.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://host/db for several machines "
                     "(default: sqlite OUT/study.db)")
     tu.add_argument("--study", help="study name (default: the config's name)")
     tu.add_argument("--out", help="output folder: runs, study.json, study.md (default runs/tune/STUDY)")
-    tu.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
+    tu.add_argument("--sampler-seed", type=_seed, default=0, help="seed of the TPE sampler")
     tu.set_defaults(func=cmd_tune)
 
     vf = sub.add_parser("verify", help="re-run one fold of a recorded result (cv.json or metrics.json) with its "
@@ -365,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("robustness", help="test accuracy with a fraction of one modality's time steps replaced by noise")
     rb.add_argument("run_dir")
     rb.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
-    rb.add_argument("--seed", type=int, default=0)
+    rb.add_argument("--seed", type=_seed, default=0)
     rb.add_argument("--snr", default="20,10,5,0", help="audio noise SNRs in dB, or 'none' (needs the source audio)")
     rb.add_argument("--cache", help=CACHE_HELP)
     rb.set_defaults(func=cmd_robustness)
@@ -378,13 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--folds", help="comma-separated fold numbers (default: all)")
     ex.add_argument("--fractions", help="robustness: masking fractions (default 0.1,...,0.9)")
     ex.add_argument("--snr", help="robustness: audio noise SNRs in dB, or 'none' (default 20,10,5,0)")
-    ex.add_argument("--jobs", type=int, default=1, help="train this many runs at once, from every row's folds (CPU)")
+    ex.add_argument("--jobs", type=_count, default=1, help="train this many runs at once, from every row's folds (CPU)")
     ex.set_defaults(func=cmd_experiment)
 
     rp = sub.add_parser("report", help="one self-contained HTML page of a run's, a cv's or an experiment's "
                         "tables and figures")
     rp.add_argument("run_dir", help="a run folder, an `attsf cv` --out or an `attsf experiment` --out")
-    rp.add_argument("--seed", type=int, default=0, help="t-SNE seed")
+    rp.add_argument("--seed", type=_seed, default=0, help="t-SNE seed")
     rp.add_argument("--cache", help=CACHE_HELP + " (a run folder)")
     rp.set_defaults(func=cmd_report)
 
@@ -399,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="dataset folder (RAVDESS: Actor_XX/; IEMOCAP: Session1..5/; MOSI: label.csv + Raw/, "
                          "or a feature .pkl); manifest: the CSV")
     pp.add_argument("--out", required=True, help="cache directory")
-    pp.add_argument("--workers", type=int, default=1, help="worker processes")
+    pp.add_argument("--workers", type=_count, default=1, help="worker processes")
     pp.add_argument("--shard", default="0/1", help="I/N: process every N-th clip starting at I (cluster arrays)")
     pp.add_argument("--visual-features", default="frames", choices=["frames", "efficientface"],
                     help="store 224x224 face crops, or per-frame 1024-d features of a frozen EfficientFace")
@@ -413,8 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--allow-failures", action="store_true", help="exit 0 even when some clips failed (they are "
                     "listed either way)")
     pp.add_argument("--allow-no-face", action="store_true", help="centre crops for clips where no face is found")
-    pp.add_argument("--detect-height", type=int, default=288, help="frame height MTCNN runs at")
-    pp.add_argument("--min-face", type=int, default=40,
+    pp.add_argument("--detect-height", type=_count, default=288, help="frame height MTCNN runs at")
+    pp.add_argument("--min-face", type=_count, default=40,
                     help="smallest face looked for, in pixels at --detect-height (lower it for small faces)")
     pp.add_argument("--pad", default="centre", choices=["centre", "right"], help="padding of clips under 3.6 s")
     pp.add_argument("--quiet", action="store_true")
@@ -429,10 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("cache")
     ins.add_argument("--sheet", help="contact sheet PNG (default CACHE/contact_sheet.png)")
     ins.add_argument("--no-sheet", action="store_true")
-    ins.add_argument("--clips", type=int, default=12, help="clips on the contact sheet")
+    ins.add_argument("--clips", type=_count, default=12, help="clips on the contact sheet")
     ins.add_argument("--verify", action="store_true", help="read every clip file and list those that do not read "
                      "back (exit 1 if any)")
-    ins.add_argument("--max-fallback", type=int, default=5, help="flag clips with at least this many fallback frames")
+    ins.add_argument("--max-fallback", type=_count, default=5, help="flag clips with at least this many fallback frames")
     ins.set_defaults(func=cmd_inspect)
 
     pr = sub.add_parser("predict", help="emotion of your own clips (table, --json, or CSV for a folder)")
@@ -446,23 +472,26 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="web page and JSON API for predictions")
     sv.add_argument("--run", required=True, help="run directory or weights .safetensors")
     sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--max-mb", type=float, default=50, help="upload size limit in MB")
-    sv.add_argument("--max-seconds", type=float, default=60, help="clip duration limit")
-    sv.add_argument("--max-pending", type=int, default=4, help="requests in flight before 503")
+    sv.add_argument("--port", type=_port, default=8000)
+    sv.add_argument("--max-mb", type=_positive, default=50, help="upload size limit in MB")
+    sv.add_argument("--max-seconds", type=_positive, default=60, help="clip duration limit")
+    sv.add_argument("--max-pending", type=_count, default=4, help="requests in flight before 503")
     sv.add_argument("--allow-unfinished", action="store_true", help="serve the weights of a run stopped before its end")
     sv.add_argument("--examples", help="folder of clips the page offers as examples (default: three generated ones)")
     sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="build a small sample set, train and evaluate (about 1 minute on 2 CPU cores)")
     d.add_argument("--out", default="runs/demo", help="where the demo data and run go")
-    d.add_argument("--epochs", type=int, default=10)
+    d.add_argument("--epochs", type=_count, default=10)
     d.set_defaults(func=cmd_demo)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    for old in [h for h in log.handlers if getattr(h, "attsf_cli", False)]:  # main() called again in one process
+        log.removeHandler(old)
     handler = logging.StreamHandler()
+    handler.attsf_cli = True
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -481,6 +510,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("attsf: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path too long, a folder that is a file, a place that cannot be written
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"attsf: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, the traceback on request
+        if args.debug:
+            raise
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"attsf: error: unexpected {type(exc).__name__}{': ' + text if text else ''} "
+              f"(run with --debug for the traceback)", file=sys.stderr)
+        return 1
     return code or 0
 
 

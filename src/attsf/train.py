@@ -352,6 +352,8 @@ def cross_validate_many(studies: list[tuple[Config, Path]], folds: list[int] | N
     plan, cfgs, results = [], [], []
     for i, (cfg, out_dir) in enumerate(studies):
         n_folds = len(load_folds(cfg.data.folds)["folds"])
+        if folds is not None and (bad := [k for k in folds if not 0 <= k < n_folds]):  # before any run starts
+            raise AttsfError(f"--folds: fold {bad[0]} is out of range ({cfg.data.folds} has {n_folds} folds)")
         if jobs > 1 and cfg.train.threads == 0:
             cfg = replace(cfg, train=replace(cfg.train, threads=max(1, (os.cpu_count() or 1) // jobs)))
         cfgs.append(cfg)

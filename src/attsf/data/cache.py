@@ -13,6 +13,7 @@ files; ``write_index`` rebuilds the index from the clip files that exist.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -91,11 +92,21 @@ class ClipCache:
             raise AttsfError(f"{self.root.resolve()}: no clip cache here ({why}); build it with `attsf preprocess`, "
                              "or point to it (data.cache=PATH, or --cache PATH for a run's commands)")
         index = read_json(index_path)
-        if index.get("format") != FORMAT:
+        if not isinstance(index, dict) or index.get("format") != FORMAT:
             raise AttsfError(f"{index_path}: not an attsf cache of format {FORMAT}")
+        for key, kind in (("dataset", str), ("labels", list), ("clips", list), ("settings", dict)):
+            if not isinstance(index.get(key, {} if key == "settings" else None), kind):
+                raise AttsfError(f"{index_path}: '{key}' is missing or not a {kind.__name__}; rebuild the index "
+                                 "with `attsf preprocess` (finished clips are kept)")
         self.dataset: str = index["dataset"]
         self.labels: list[str] = list(index["labels"])
         self.settings: dict = index.get("settings", {})
+        fields = {f.name for f in dataclasses.fields(ClipRecord)}
+        for i, r in enumerate(index["clips"]):
+            odd = sorted(set(r) - fields) if isinstance(r, dict) else ["(not a mapping)"]
+            if odd or not isinstance(r, dict) or not {"id", "label", "speaker"} <= set(r):
+                what = f"unknown fields {', '.join(odd)}" if odd else "id, label or speaker missing"
+                raise AttsfError(f"{index_path}: clip record {i} has {what}")
         self.records = [ClipRecord(**r) for r in index["clips"]]
         if not self.records:
             raise AttsfError(f"{self.root}: the cache holds no clips")
