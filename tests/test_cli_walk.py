@@ -50,6 +50,13 @@ def test_argument_values(capsys, tmp_path):
         (["tune", "demo", "--space", "s.yaml", "--trials", "0"], "'0' is not a whole number"),
         (["demo", "--epochs", "-2"], "'-2' is not a whole number"),
         (["nosuchcommand"], "invalid choice"),
+        (["experiment", "variants", "nosuch.yaml"], "nosuch.yaml: config file not found"),
+        (["experiment", "nosuch", "demo"], "invalid choice"),
+        (["convert-weights", str(tmp_path / "missing.pth.tar"), str(tmp_path / "w.safetensors")], "missing.pth.tar"),
+        (["summary", "demo", "model.n_cmb=-1"], "config key 'model.n_cmb'"),
+        (["evaluate", str(tmp_path)], "not a run directory"),
+        (["report", str(tmp_path)], ""),
+        (["train"], "train needs a CONFIG"),
     ]:
         one_line(capsys, *args, expect=expect)
     assert _ints("--folds", "0,0,1") == [0, 1]  # duplicates dropped
