@@ -1,0 +1,43 @@
+"""The committed result files hold the figures the results page shows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ROOT
+
+RESULTS = ROOT / "docs" / "results"
+PAGE = (ROOT / "docs" / "results.md").read_text()
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["attsf_net", "audio_only", "au_only"])
+def test_headline_rows_match_their_cv_files(name):
+    cv = _load(name)
+    assert len(cv["folds"]) == 15 and cv["val_trained_on"]
+    assert f"{cv['accuracy_mean']:.2f} ± {cv['accuracy_std']:.2f}" in PAGE
+
+
+def test_robustness_file_holds_the_figures_of_the_page():
+    rob, variants = _load("experiments_robustness"), _load("experiments_variants")
+    for slug, name in (("attsf_net", "ATTSF-Net"), ("attsf_l2", "ATTSF-L2"), ("attsf_gat", "ATTSF-Gat")):
+        mean = rob[slug]["robustness"]["mean"]
+        assert mean["clean"] == pytest.approx(variants[slug]["accuracy_mean"], abs=0.006)
+        for modality, label in (("audio", "audio"), ("visual", "AU")):
+            masked = mean["masked"][modality]
+            assert len(masked) == 9 and all(0 < v < 100 for v in masked) and masked[0] > masked[-1]
+            cells = [mean["clean"], masked[0], masked[2], masked[4], masked[6], masked[8], mean["missing"][modality],
+                     mean["fallback"][modality]]
+            assert f"| {name}, {label} | " + " | ".join(f"{v:.2f}" for v in cells) + " |" in PAGE
+        assert " / ".join(f"{v:.2f}" for v in mean["noise"]["audio"]) in PAGE
+    # with the audio missing the AU network answers: the fallback is that network's own figure
+    assert rob["attsf_net"]["robustness"]["mean"]["fallback"]["audio"] == pytest.approx(74.57)
+
+
+def test_the_results_page_is_short_and_names_its_normalisation():
+    assert len(PAGE.splitlines()) < 300
+    assert "own-speaker" in PAGE and "new-speaker" in PAGE
