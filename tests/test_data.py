@@ -165,3 +165,23 @@ def test_evaluation_batches_mix_classes_in_one_order_every_epoch(tiny_overrides)
     order = [i for b in loader for i in b["index"].tolist()]
     assert next(iter(loader))["label"].tolist() == first
     assert sorted(order) == list(range(len(dm.dataset("val"))))
+
+
+def test_cache_fingerprint_does_not_depend_on_where_the_raw_files_were(tmp_path):
+    import numpy as np
+
+    from attsf.data.cache import ClipRecord, write_clip, write_index
+    from attsf.provenance import cache_fingerprint
+
+    prints = []
+    for root in ("/data/a", "../elsewhere/b"):
+        cache = tmp_path / root.replace("/", "_")
+        for i in range(3):
+            arrays = {"audio": np.full((12, 121), i, np.float32)}
+            write_clip(cache, ClipRecord(id=f"c{i}", label="x", speaker="s", source=f"{root}/c{i}.wav"), arrays)
+        write_index(cache, "d", ["x"], {})
+        prints.append(cache_fingerprint(cache))
+    assert prints[0]["index_sha256"] == prints[1]["index_sha256"]
+    assert prints[0]["tensors_sha256"] == prints[1]["tensors_sha256"]
+    write_clip(cache, ClipRecord(id="c0", label="x", speaker="s"), {"audio": np.full((12, 121), 9, np.float32)})
+    assert cache_fingerprint(cache)["tensors_sha256"] != prints[1]["tensors_sha256"]  # the data does count

@@ -196,7 +196,7 @@ def test_verify_reruns_a_recorded_fold_to_identical_metrics(tiny_overrides, tmp_
         m["provenance"]["config"]["train"]["progress"] = None  # verify turns the progress bar off
     assert a == b
     assert a["provenance"]["seed"] == 42 and a["provenance"]["devices"]["threads"] == 1
-    assert a["provenance"]["cache"]["content_sha256"] and a["provenance"]["code"]["version"]
+    assert a["provenance"]["cache"]["tensors_sha256"] and a["provenance"]["code"]["version"]
     doc = json.loads(result.read_text())
     doc["folds"]["1"]["test_accuracy"] += 1.0
     tampered = tmp_path / "tampered.json"

@@ -53,10 +53,20 @@ def _clip_identity(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("source", "audio_source")}
 
 
+def _tensor_bytes(path: Path) -> bytes:
+    """A safetensors file without its metadata (which names the raw file's path): the
+    tensors' names, dtypes and shapes, then their data."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    header.pop("__metadata__", None)
+    return json.dumps(header, sort_keys=True).encode() + raw[8 + n :]
+
+
 def cache_fingerprint(cache_dir: str | Path, content: bool = True) -> dict:
     """Hashes of a cache that do not depend on where it or its raw data lie: ``index``
-    over the labels, settings and clip records (paths left out), and (``content``) over the
-    clip files' bytes when they total under 256 MB."""
+    over the labels, settings and clip records (paths left out), and (``content``)
+    ``tensors`` over the clip files' tensors when they total under 256 MB."""
     root = Path(cache_dir)
     index = json.loads((root / "index.json").read_text())
     settings = index.get("settings", {})
@@ -70,8 +80,8 @@ def cache_fingerprint(cache_dir: str | Path, content: bool = True) -> dict:
     if len(sizes) == len(files) and sum(sizes) <= CONTENT_HASH_LIMIT:
         h = hashlib.sha256()
         for f in files:
-            h.update(f.read_bytes())
-        out["content_sha256"] = h.hexdigest()[:16]
+            h.update(_tensor_bytes(f))
+        out["tensors_sha256"] = h.hexdigest()[:16]
     return out
 
 
@@ -104,7 +114,7 @@ def describe(prov: dict) -> list[tuple[str, str]]:
     if "cache" in prov:
         c = prov["cache"]
         rows.append(("cache", f"{c['path']}: {c['clips']} clips, index {c['index_sha256']}"
-                     + (f", content {c['content_sha256']}" if "content_sha256" in c else "")))
+                     + "".join(f", {k.split('_')[0]} {c[k]}" for k in ("tensors_sha256", "content_sha256") if k in c)))
     dev = prov.get("devices", {})
     rows.append(("seed, threads", f"{prov.get('seed')}, {dev.get('threads')}"))
     rows.append(("devices", ", ".join(dev.get("cuda", [])) or f"CPU ({dev.get('cpu', '?')})"))

@@ -72,8 +72,8 @@ def plan(result_path: str | Path, run: str | None, cache: str | None) -> tuple[C
         notes.append(f"code: recorded {_code(rec_code)}, now {_code(now_code)}")
     if "cache" in own:
         now = cache_fingerprint(cfg.data.cache)
-        for field in ("index_sha256", "content_sha256"):
-            if own["cache"].get(field) != now.get(field):
+        for field in ("index_sha256", "tensors_sha256"):  # those both hold (older results: the index only)
+            if field in own["cache"] and field in now and own["cache"][field] != now[field]:
                 notes.append(f"cache {field}: recorded {own['cache'].get(field)}, now {now.get(field)} "
                              f"({cfg.data.cache})")
     return cfg, key, runs[key], notes
