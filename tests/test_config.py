@@ -4,11 +4,13 @@ rejected with one-line errors from config files and from Python alike."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from typing import Literal
 
 import pytest
+from conftest import ROOT
 
 from attsf.config import Config, load_config
 from attsf.errors import AttsfError
@@ -86,3 +88,40 @@ def test_exponent_without_a_dot_is_a_float(tmp_path):
     assert cfg.train.lr == 1e-4 and cfg.train.weight_decay == 1e-5
     with pytest.raises(AttsfError, match="config key 'train.lr': expected float, got 'fast'"):
         load_config(None, ["train.lr=fast"])
+
+
+def _flat(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out += _flat(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={json.dumps(value) if isinstance(value, (list, bool)) or value is None else value}")
+    return out
+
+
+def test_a_config_with_a_base_is_its_parent_plus_its_own_keys(tmp_path):
+    import yaml
+
+    from attsf.config import resolve_config_path
+
+    children = [p for p in (ROOT / "src/attsf/configs").glob("*.yaml") if "base" in yaml.safe_load(p.read_text())]
+    assert {p.stem for p in children} >= {"ravdess_au_recipe", "ravdess_au_fallback", "ravdess_au_l2", "ravdess_au_gat",
+                                         "ravdess_audio_only_recipe", "ravdess_au_only_recipe"}
+    for child in children:
+        own = yaml.safe_load(child.read_text())
+        parent = own.pop("base")
+        expected = load_config(resolve_config_path(parent), _flat(own))
+        assert load_config(child) == expected, child.name
+    # a user's file beside its base, and a base that leads back to itself
+    (tmp_path / "mine.yaml").write_text("base: ravdess_au_recipe\nname: mine\ntrain:\n  max_epochs: 3\n")
+    (tmp_path / "child.yaml").write_text("base: mine.yaml\nmodel:\n  fusion: gate\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert (cfg.name, cfg.train.max_epochs, cfg.model.fusion, cfg.data.train_on) == ("mine", 3, "gate", "train+val")
+    (tmp_path / "loop.yaml").write_text("base: loop2.yaml\n")
+    (tmp_path / "loop2.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(AttsfError, match="leads back to itself"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "bad.yaml").write_text("base: [1, 2]\n")
+    with pytest.raises(AttsfError, match="'base' names one config"):
+        load_config(tmp_path / "bad.yaml")

@@ -204,23 +204,47 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
+def _read_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config file's mapping, with its ``base:`` (a packaged name or a path next to the
+    file) read first and the file's own keys merged over it, section by section."""
+    if not path.is_file():
+        raise AttsfError(f"{path}: config file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise AttsfError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(loaded, dict):
+        raise AttsfError(f"{path}: a config must be a YAML mapping")
+    parent = loaded.pop("base", None)
+    if parent is None:
+        return loaded
+    if not isinstance(parent, str) or not parent:
+        raise AttsfError(f"{path}: 'base' names one config (a packaged name or a path)")
+    local = path.parent / parent
+    parent_path = local if local.suffix in (".yaml", ".yml") else resolve_config_path(parent)
+    if parent_path.resolve() in seen or parent_path.resolve() == path.resolve():
+        raise AttsfError(f"{path}: 'base: {parent}' leads back to itself")
+    return _merge(_read_tree(parent_path, (*seen, path.resolve())), loaded)
+
+
+def _merge(parent: dict, child: dict) -> dict:
+    out = dict(parent)
+    for key, value in child.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict | None = None) -> Config:
-    """Read a YAML config (or start from ``base`` / the defaults) and apply overrides."""
+    """Read a YAML config (or start from ``base`` / the defaults) and apply overrides. A
+    file may start from another with ``base: NAME``; the config a run records is the
+    resolved one."""
     tree: dict = dict(base or {})
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise AttsfError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark else ""
-            raise AttsfError(f"{path}: not valid YAML{where}") from None
-        if not isinstance(loaded, dict):
-            raise AttsfError(f"{path}: a config must be a YAML mapping")
-        tree = loaded
+        tree = _read_tree(path)
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value)
     try:
