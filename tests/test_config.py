@@ -125,3 +125,12 @@ def test_a_config_with_a_base_is_its_parent_plus_its_own_keys(tmp_path):
     (tmp_path / "bad.yaml").write_text("base: [1, 2]\n")
     with pytest.raises(AttsfError, match="'base' names one config"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_keys_that_do_nothing_are_named(tmp_path):
+    from conftest import run_cli
+
+    out = run_cli("summary", "ravdess_au_recipe", "train.patience=5", "train.lr_decay=0.5").stdout
+    assert "note: train.patience=5 does nothing with train.select=last" in out
+    assert "note: train.lr_decay=0.5 does nothing with train.schedule=cosine" in out
+    assert "note:" not in run_cli("summary", "ravdess_au_recipe").stdout

@@ -176,9 +176,13 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
+    from attsf.config import ignored_keys
     from attsf.summary import summary_text
 
-    print(summary_text(_config(args).model))
+    cfg = _config(args)
+    print(summary_text(cfg.model))
+    for note in ignored_keys(cfg):
+        print(f"note: {note}")
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:

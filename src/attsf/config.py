@@ -112,6 +112,18 @@ class Config:
         return _to_plain(self)
 
 
+def ignored_keys(cfg: Config) -> list[str]:
+    """Keys set away from their defaults that the other settings make do nothing."""
+    t, d = cfg.train, TrainConfig()
+    notes = []
+    if t.select == "last" and t.patience != d.patience:
+        notes.append(f"train.patience={t.patience} does nothing with train.select=last (no early stopping)")
+    if t.schedule == "cosine":
+        notes += [f"train.{k}={getattr(t, k)} does nothing with train.schedule=cosine"
+                  for k in ("lr_decay", "lr_decay_every", "lr_decay_start") if getattr(t, k) != getattr(d, k)]
+    return notes
+
+
 def _to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}

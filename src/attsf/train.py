@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from attsf.branches import attach_fallbacks, fallback_sources
-from attsf.config import Config, load_config, save_config
+from attsf.config import Config, ignored_keys, load_config, save_config
 from attsf.cv_results import summarise_cv, summarise_seeds
 from attsf.data.datamodule import SPLITS, ClipDataModule, load_folds
 from attsf.engine import EMA, ATTSFModule, EpochLines, RNGState, SafetensorsCheckpointIO
@@ -162,6 +162,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, splits: tuple[
                              "overwrite its best weights); train into another --out")
     elif trainer_rank_zero() and run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()):
         raise AttsfError(f"{run_dir}: directory is not empty; use --resume to continue it or choose another --out")
+    for note in ignored_keys(cfg):
+        log.warning("%s: %s", run_dir, note)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # attsf logs the device itself
