@@ -135,7 +135,7 @@ def test_cv_runs_all_folds_and_reuses_finished_ones(tiny_overrides, tmp_path):
 
 
 def test_patience_is_compared_only_with_early_stopping():
-    from attsf.train import config_differences
+    from attsf.reuse import config_differences
 
     last = ["train.select=last"]
     assert config_differences(load_config(None, [*last, "train.patience=5"]), load_config(None, last)) == []

@@ -28,12 +28,11 @@ from torch import nn
 from attsf.config import Config, load_config
 from attsf.errors import AttsfError
 from attsf.io import atomic_write_bytes, load_state
+from attsf.reuse import data_differences
 
 # fused-model attributes of each branch, and the unimodal modality that fills them
 BRANCHES = {"audio": ("a", "audio", "aux_a"), "visual": ("v", "visual", "aux_v")}
 FALLBACK = "checkpoints/fallback_{branch}.safetensors"
-# what the unimodal run must share with the fused one, or its weights saw other speakers or features
-SAME_DATA = ("cache", "folds", "fold", "normalize", "train_on", "protocol")
 
 
 def init_run_dir(template: str, cfg: Config, key: str) -> Path:
@@ -56,12 +55,8 @@ def _check_source(run_dir: Path, modality: str, cfg: Config, key: str) -> Config
     src = load_config(run_dir / "config.yaml")
     if src.model.modalities != modality:
         raise AttsfError(f"train.{key}: {run_dir} is a model.modalities={src.model.modalities} run, not {modality}")
-    for name in SAME_DATA:
-        there, here = getattr(src.data, name), getattr(cfg.data, name)
-        if name == "cache":
-            there, here = str(Path(there).resolve()), str(Path(here).resolve())
-        if there != here:
-            raise AttsfError(f"train.{key}: {run_dir} was trained with data.{name}={there}, this run has {here}")
+    for name, there, here in data_differences(src, cfg)[:1]:
+        raise AttsfError(f"train.{key}: {run_dir} was trained with data.{name}={there}, this run has {here}")
     return src
 
 

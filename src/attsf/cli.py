@@ -72,7 +72,7 @@ def cmd_cv(args: argparse.Namespace) -> None:
     folds = _ints("--folds", args.folds) if args.folds else None
     seeds = _ints("--seeds", args.seeds) if args.seeds else None
     jobs = args.jobs
-    from attsf.train import cross_validate
+    from attsf.cv import cross_validate
 
     summary = cross_validate(cfg, out, folds, seeds, jobs)
     if summary:

@@ -69,7 +69,8 @@ def run_experiment(name: str, config: str | Path, overrides: list[str], out: str
                    snrs: tuple[float, ...] | None = None, jobs: int = 1) -> str:
     """Run (or reuse) every row over the folds (``jobs`` runs at once, of any row, as
     ``attsf cv --jobs``); write and return the Markdown table."""
-    from attsf.train import cross_validate_many, trainer_rank_zero
+    from attsf.cv import cross_validate_many
+    from attsf.train import trainer_rank_zero
 
     out = Path(out)
     rows = EXPERIMENTS[name]
