@@ -15,7 +15,10 @@ class Interrupted(AttsfError):
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
-        self.exit_code = 128 + signum
+        self.signum, self.exit_code = signum, 128 + signum
+
+    def __reduce__(self):  # crosses process pools whole (the default would drop signum)
+        return type(self), (str(self), self.signum)
 
 
 def raise_interrupted(signum: int, frame) -> None:

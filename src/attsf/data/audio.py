@@ -37,6 +37,10 @@ class ClipTooLong(AttsfError):
 
     def __init__(self, path: str | Path, max_seconds: float) -> None:
         super().__init__(f"{path}: clip longer than {max_seconds:g} s (decoding stopped there)")
+        self.path, self.max_seconds = path, max_seconds
+
+    def __reduce__(self):  # crosses process pools whole
+        return type(self), (self.path, self.max_seconds)
 
 
 def load_waveform(path: str | Path, sample_rate: int = 16000, max_seconds: float | None = None) -> np.ndarray:
