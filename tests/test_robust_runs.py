@@ -199,32 +199,29 @@ def test_a_signalled_run_says_so_and_is_not_used_as_finished(sig, tiny_cache, tm
     assert model_card(best, read_json(best.with_suffix(".json")))["unfinished"] is None
 
 
-def test_resume_refuses_overrides_and_mends_what_a_kill_during_a_save_left(tiny_cache, tmp_path):
+def test_resume_refuses_overrides_and_mends_what_a_kill_during_a_save_left(finished, tmp_path):
+    import shutil
+
     from attsf.io import read_json
 
     out = tmp_path / "run"
-    proc = _start_train(tiny_cache, out, 12)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "checkpoints" / "last.json").is_file():
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.kill()
-    proc.wait()
+    shutil.copytree(finished, out)
+    (out / "metrics.json").unlink()  # a run stopped after its last checkpoint
     for extra in (["train.lr=0.1"], ["demo"]):
         bad = run_cli("train", *extra, "--resume", str(out), check=False)
         assert bad.returncode == 2 and "continues the run with its recorded settings" in bad.stderr, bad.stderr
     # what a kill between the checkpoint and the CSV rows of its epoch leaves: no rows of that
     # epoch, and the temporary file of a writer that is gone
-    side = read_json(out / "checkpoints" / "last.json")
-    epoch = side["epoch"]
+    epoch = read_json(out / "checkpoints" / "last.json")["epoch"]
     lines = (out / "metrics.csv").read_text().splitlines()
-    (out / "metrics.csv").write_text("\n".join(x for x in lines if not x.startswith(f"{epoch},")) + "\n")
-    stale = out / "checkpoints" / ".last.safetensors.999999999.abc.tmp"
-    stale.write_bytes(b"half a checkpoint")
+    kept = [x for x in lines if not x.startswith(f"{epoch},")]
+    assert len(kept) == len(lines) - 2
+    (out / "metrics.csv").write_text("\n".join(kept) + "\n")
+    (out / "checkpoints" / ".last.safetensors.999999999.abc.tmp").write_bytes(b"half a checkpoint")
     run_cli("train", "--resume", str(out))
     rows = (out / "metrics.csv").read_text().splitlines()[1:]
     epochs = sorted(int(r.split(",")[0]) for r in rows)
-    assert epochs == sorted(list(range(12)) * 2), epochs  # a val row and a train row per epoch, none lost
+    assert epochs == sorted(list(range(epoch + 1)) * 2), epochs  # a val row and a train row per epoch, none lost
     assert not list(out.rglob("*.tmp"))
 
 
