@@ -7,6 +7,7 @@ with JSON sidecars, ``metrics.csv`` (per epoch) and, once finished, ``metrics.js
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -198,7 +199,8 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
 def _interrupts_raise() -> Iterator[None]:
     """SIGINT and SIGTERM stop training as an :class:`Interrupted` (Lightning tears down and
     re-raises it); the handlers before are restored after. Only in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
+    # pool workers keep the default: their pool ends them with SIGTERM (Pool.terminate)
+    if threading.current_thread() is not threading.main_thread() or multiprocessing.parent_process() is not None:
         yield
         return
     before = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
