@@ -17,8 +17,8 @@ LAST_SIDECAR = "checkpoints/last.json"
 def keep_history(run_dir: Path) -> None:
     """Lightning's CSVLogger starts metrics.csv afresh; move the rows of earlier attempts
     to metrics.prev.csv so that a resumed run keeps its whole history. A process killed
-    between saving the last checkpoint and writing that epoch's rows left them out: they
-    are rebuilt from the metrics the checkpoint's sidecar holds. Temporary files of killed
+    between saving the last checkpoint and writing that epoch's rows left them (or its
+    train row) out: they are rebuilt from the metrics the checkpoint's sidecar holds. Temporary files of killed
     writers are removed."""
     for folder in (run_dir, run_dir / "checkpoints"):
         for tmp in stale_temp_files(folder) if folder.is_dir() else []:
@@ -29,11 +29,11 @@ def keep_history(run_dir: Path) -> None:
     if last.is_file():
         side = read_json(last)
         epoch, step = side.get("epoch"), side.get("global_step", 0) - 1
-        if epoch is not None and not any(r.get("epoch") == str(epoch) for r in rows):
-            metrics = side.get("metrics", {})
-            for stage in ("val_", "train_"):
-                row = {k: v for k, v in metrics.items() if k.startswith(stage)}
-                rows += [dict(row, epoch=epoch, step=step)] if row else []
+        metrics = side.get("metrics", {})
+        for stage in ("val_", "train_") if epoch is not None else ():
+            row = {k: v for k, v in metrics.items() if k.startswith(stage)}
+            if row and not any(r.get("epoch") == str(epoch) and r.get(k) for r in rows for k in row):
+                rows.append(dict(row, epoch=epoch, step=step))
     if rows:
         _write_csv(prev, rows)
     cur.unlink(missing_ok=True)
