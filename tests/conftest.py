@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -60,6 +62,20 @@ def run_cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess
     if check and proc.returncode != 0:
         raise AssertionError(f"attsf {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """``attsf ARGS`` in this process, for the commands that refuse before any work: the same
+    code path as the console script without a new interpreter's ~5-10 s of imports."""
+    from attsf.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's own errors
+            code = exc.code
+    return subprocess.CompletedProcess(["attsf", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import cli, run_cli
 
 from attsf.config import load_config
 from attsf.cv_results import cv_summary
@@ -81,13 +81,13 @@ def test_init_without_freezing_starts_from_the_unimodal_weights(tiny_overrides, 
 def test_a_source_run_that_does_not_fit_is_a_one_line_error(tiny_overrides, unimodal_runs, tmp_path, change, message):
     a, v = unimodal_runs["a"], unimodal_runs["v"]
     change = [c.format(a=a, a0=a.format(seed=0, fold=0), v0=v.format(seed=0, fold=0)) for c in change]
-    proc = run_cli("train", *_args(tmp_path / "run", tiny_overrides, *_init(unimodal_runs), *change), check=False)
+    proc = cli("train", *_args(tmp_path / "run", tiny_overrides, *_init(unimodal_runs), *change))
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_freeze_init_needs_a_fused_model_with_an_init(tiny_overrides):
-    proc = run_cli("train", *_args("unused", tiny_overrides, "train.freeze_init=true"), check=False)
+    proc = cli("train", *_args("unused", tiny_overrides, "train.freeze_init=true"))
     assert proc.returncode == 2 and "train.freeze_init needs train.init_audio" in proc.stderr
 
 

@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import cli, run_cli
 
 from attsf.cli import build_parser
 
@@ -32,7 +32,7 @@ def test_summary_prints_blocks_and_counts():
     (["preprocess", "ravdess", "--root", "/nonexistent", "--out", "x"], "/nonexistent: folder not found"),
 ])
 def test_bad_input_is_one_line_error(args, message):
-    proc = run_cli(*args, check=False)
+    proc = cli(*args)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert message in proc.stderr
@@ -55,16 +55,14 @@ def test_empty_split_and_unknown_label_are_reported(tiny_overrides, tiny_cache, 
         index["clips"] = [c for c in index["clips"] if c["speaker"] != "06"]
 
     cache = _cache_with(tmp_path / "a", tiny_cache, drop_test_speaker)
-    proc = run_cli("train", "ravdess_au", *tiny_overrides, f"data.cache={cache}", "--out", str(tmp_path / "r1"),
-                   check=False)
+    proc = cli("train", "ravdess_au", *tiny_overrides, f"data.cache={cache}", "--out", str(tmp_path / "r1"))
     assert proc.returncode == 2 and "the test split is empty" in proc.stderr
 
     def bad_label(index):
         index["clips"][0]["label"] = "bored"
 
     cache = _cache_with(tmp_path / "b", tiny_cache, bad_label)
-    proc = run_cli("train", "ravdess_au", *tiny_overrides, f"data.cache={cache}", "--out", str(tmp_path / "r2"),
-                   check=False)
+    proc = cli("train", "ravdess_au", *tiny_overrides, f"data.cache={cache}", "--out", str(tmp_path / "r2"))
     assert proc.returncode == 2 and "unknown label(s) bored" in proc.stderr
 
 

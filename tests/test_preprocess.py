@@ -17,7 +17,7 @@ import soundfile as sf
 
 from attsf.data.cache import ClipCache, clip_path
 from tests import layouts
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, cli, run_cli
 
 
 def _failures(cache) -> dict[str, str]:
@@ -119,7 +119,7 @@ def test_mosi_pickle_and_refusal(tmp_path):
 
     evil, marker = tmp_path / "evil.pkl", tmp_path / "pwned"
     layouts.evil_pickle(evil, marker)
-    proc = run_cli("preprocess", "mosi", "--root", str(evil), "--out", str(tmp_path / "c2"), check=False)
+    proc = cli("preprocess", "mosi", "--root", str(evil), "--out", str(tmp_path / "c2"))
     assert proc.returncode == 2 and "refused: forbidden global" in proc.stderr and "Traceback" not in proc.stderr
     assert not marker.exists()
 
@@ -173,7 +173,7 @@ def test_preprocess_bad_arguments(tmp_path):
                        (["mosi", "--root", str(tmp_path)], "label.csv not found"),
                        (["manifest", "--root", str(tmp_path / "m.csv")], "manifest not found"),
                        (["ravdess", "--root", str(tmp_path), "--shard", "3/2"], "--shard 3/2")]:
-        proc = run_cli("preprocess", *args, "--out", str(tmp_path / "c"), check=False)
+        proc = cli("preprocess", *args, "--out", str(tmp_path / "c"))
         assert proc.returncode == 2 and text in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 

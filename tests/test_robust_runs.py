@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY, run_cli
+from conftest import ROOT, TINY, cli, run_cli
 
 
 def test_written_files_follow_the_umask(tiny_overrides, tmp_path):
@@ -87,7 +88,7 @@ def test_non_finite_weights_and_bad_labels_are_refused(finished, tmp_path):
     for bad, message in ((labels[:-1], "3 labels for a network with 4 outputs"),
                          ([labels[0]] * 4, "names a class twice"), ([1, 2, 3, 4], "list of class names")):
         side.write_text(json.dumps(dict(json.loads(side.read_text()), labels=bad)))
-        proc = run_cli("evaluate", str(run), check=False)
+        proc = cli("evaluate", str(run))
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     side.write_text(json.dumps(dict(json.loads(side.read_text()), labels=labels)))
     state = load_state(best)
@@ -96,7 +97,7 @@ def test_non_finite_weights_and_bad_labels_are_refused(finished, tmp_path):
     save_state(best, state)
     for args in (["evaluate", str(run)], ["predict", str(ROOT / "README.md"), "--run", str(run)],
                  ["predict", str(ROOT / "README.md"), "--run", str(best)]):
-        proc = run_cli(*args, check=False)
+        proc = cli(*args)
         assert proc.returncode == 2 and "weights hold non-finite values" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
 
@@ -158,7 +159,7 @@ def test_a_run_being_written_by_a_live_process_is_not_resumed(finished, tmp_path
     shutil.copytree(finished, run)
     (run / "metrics.json").unlink()
     (run / ".lock").write_text(str(os.getpid()))  # this test's process is alive
-    proc = run_cli("train", "--resume", str(run), check=False)
+    proc = run_cli("train", "--resume", str(run), check=False)  # another process: this one holds the lock
     assert proc.returncode == 2 and f"{run}: being written by process {os.getpid()}" in proc.stderr, proc.stderr
     (run / ".lock").write_text("999999999")  # a writer that is gone: taken over
     assert run_cli("train", "--resume", str(run)).returncode == 0 and not (run / ".lock").exists()
@@ -190,10 +191,12 @@ def test_a_signalled_run_says_so_and_is_not_used_as_finished(sig, tiny_cache, tm
     best = out / "checkpoints" / "best.safetensors"
     card = model_card(best, read_json(best.with_suffix(".json")))
     assert re.fullmatch(r"unfinished, epoch \d+ of 40", card["unfinished"]) and "unfinished" in card["warning"]
-    refused = run_cli("predict", str(ROOT / "README.md"), "--run", str(out), check=False)
+    refused = cli("predict", str(ROOT / "README.md"), "--run", str(out))
     assert refused.returncode == 2 and "this run is unfinished, epoch" in refused.stderr
-    allowed = run_cli("predict", str(ROOT / "README.md"), "--run", str(out), "--allow-unfinished", check=False)
+    allowed = cli("predict", str(ROOT / "README.md"), "--run", str(out), "--allow-unfinished")
     assert "unfinished" not in allowed.stderr  # past that check (this run takes AU features, not raw clips)
+    if sig == signal.SIGINT:
+        return  # the resume is the same after either signal: SIGTERM's run covers it
     run_cli("train", "--resume", str(out))
     assert (out / "metrics.json").is_file() and read_json(best.with_suffix(".json"))["finished"] is True
     assert model_card(best, read_json(best.with_suffix(".json")))["unfinished"] is None
@@ -209,7 +212,7 @@ def test_resume_refuses_overrides_and_mends_what_a_kill_during_a_save_left(finis
     shutil.copytree(finished, out)
     (out / "metrics.json").unlink()  # a run stopped after its last checkpoint
     for extra in (["train.lr=0.1"], ["demo"]):
-        bad = run_cli("train", *extra, "--resume", str(out), check=False)
+        bad = cli("train", *extra, "--resume", str(out))
         assert bad.returncode == 2 and "continues the run with its recorded settings" in bad.stderr, bad.stderr
     # what a kill between the checkpoint and the CSV rows of its epoch leaves: no rows of that
     # epoch (or its validation row only), and the temporary file of a writer that is gone

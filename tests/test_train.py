@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import ROOT, run_cli
+from conftest import ROOT, cli, run_cli
 
 from attsf.config import load_config
 from attsf.losses import LossConfig, total_loss
@@ -61,11 +61,11 @@ def test_train_writes_run_directory_and_learns(tiny_overrides, tmp_path):
     cached_at = cfg["data"]["cache"]
     cfg["data"]["cache"] = "/nonexistent/cache"
     (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
-    gone = run_cli("evaluate", str(copy), check=False)
+    gone = cli("evaluate", str(copy))
     assert gone.returncode == 2 and "/nonexistent/cache: no clip cache here (the folder does not exist)" in gone.stderr
     assert "--cache" in gone.stderr
     assert "test: accuracy" in run_cli("evaluate", str(copy), "--cache", cached_at).stdout
-    alike = run_cli("evaluate", str(run), "--new-speakers", check=False)
+    alike = cli("evaluate", str(run), "--new-speakers")
     assert alike.returncode == 2 and "does not normalise per speaker" in alike.stderr
 
 
@@ -174,7 +174,7 @@ def test_cv_over_seeds_with_the_whole_recipe(tiny_overrides, tmp_path):
     stamp = (tmp_path / "seed0/fold0/metrics.json").stat().st_mtime
     run_cli(*args)  # finished runs are reused
     assert (tmp_path / "seed0/fold0/metrics.json").stat().st_mtime == stamp
-    bad = run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "--seeds", "a", check=False)
+    bad = cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "--seeds", "a")
     expected = "attsf: error: --seeds a: expected comma-separated whole numbers, e.g. 0,1,2"
     assert bad.returncode == 2 and bad.stderr.strip() == expected
 
@@ -203,16 +203,16 @@ def test_verify_reruns_a_recorded_fold_to_identical_metrics(tiny_overrides, tmp_
     tampered.write_text(json.dumps(doc))
     other = run_cli("verify", str(tampered), "--run", "1", "--out", str(tmp_path / "v1"), check=False)
     assert other.returncode == 1 and "test_accuracy" in other.stdout and "DIFFERENT" in other.stdout
-    gone = run_cli("verify", str(result), "--cache", str(tmp_path / "nowhere"), check=False)
+    gone = cli("verify", str(result), "--cache", str(tmp_path / "nowhere"))
     assert gone.returncode == 2 and "nowhere: the cache this result was computed on is not there; give its place " \
         "with --cache" in gone.stderr and "Traceback" not in gone.stderr
     doc.pop("provenance")
     tampered.write_text(json.dumps(doc))
-    old = run_cli("verify", str(tampered), check=False)
+    old = cli("verify", str(tampered))
     assert old.returncode == 2 and "records no provenance" in old.stderr
     for text in ("[]", '{"test": {}, "val": {"accuracy": 0.5}, "provenance": {"config": {}}}'):
         tampered.write_text(text)
-        bad = run_cli("verify", str(tampered), check=False)
+        bad = cli("verify", str(tampered))
         assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
 
 
@@ -254,7 +254,7 @@ def test_refit_on_train_and_val_keeps_the_last_epoch(tiny_overrides, tiny_cache,
     assert best["epoch"] == last["epoch"] == metrics["best_epoch"] == 2
     fold = json.loads((tiny_cache / "folds.json").read_text())["folds"][0]
     assert best["preprocessing"]["training_data"]["speakers"] == len(fold["train"]) + len(fold["val"])
-    bad = run_cli(*_train_args(tmp_path / "bad", [*tiny_overrides, "data.train_on=train+val"]), check=False)
+    bad = cli(*_train_args(tmp_path / "bad", [*tiny_overrides, "data.train_on=train+val"]))
     assert bad.returncode == 2 and "set train.select=last" in bad.stderr and "Traceback" not in bad.stderr
 
 
