@@ -64,9 +64,10 @@ def run_cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess
     return proc
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """``attsf ARGS`` in this process, for the commands that refuse before any work: the same
-    code path as the console script without a new interpreter's ~5-10 s of imports."""
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``attsf ARGS`` in this process: the same main() as the console script, without a new
+    interpreter's 5-10 s of imports. For the commands that train nothing (refusals, evaluate,
+    predict, inspect, report); training runs in a process of its own, as a user's does."""
     from attsf.cli import main
 
     out, err = io.StringIO(), io.StringIO()
@@ -75,6 +76,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
             code = main(list(args))
         except SystemExit as exc:  # argparse's own errors
             code = exc.code
+    if check and code != 0:
+        raise AssertionError(f"attsf {' '.join(args)} failed ({code}):\n{err.getvalue()[-3000:]}")
     return subprocess.CompletedProcess(["attsf", *args], code, out.getvalue(), err.getvalue())
 
 

@@ -10,7 +10,7 @@ import typing
 from typing import Literal
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, cli
 
 from attsf.config import Config, load_config
 from attsf.errors import AttsfError
@@ -128,9 +128,7 @@ def test_a_config_with_a_base_is_its_parent_plus_its_own_keys(tmp_path):
 
 
 def test_keys_that_do_nothing_are_named(tmp_path):
-    from conftest import run_cli
-
-    out = run_cli("summary", "ravdess_au_recipe", "train.patience=5", "train.lr_decay=0.5").stdout
+    out = cli("summary", "ravdess_au_recipe", "train.patience=5", "train.lr_decay=0.5").stdout
     assert "note: train.patience=5 does nothing with train.select=last" in out
     assert "note: train.lr_decay=0.5 does nothing with train.schedule=cosine" in out
-    assert "note:" not in run_cli("summary", "ravdess_au_recipe").stdout
+    assert "note:" not in cli("summary", "ravdess_au_recipe").stdout

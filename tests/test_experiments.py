@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import cli, run_cli
 from PIL import Image
 
 from attsf.overview import pooled_confusion
@@ -46,7 +46,7 @@ def test_experiments_write_tables_and_reuse_runs(tiny_overrides, tmp_path):
     finished = [n for n, line in enumerate(log) if "test accuracy" in line]
     assert len(planned) == len(finished) == 4 and max(planned) < min(finished)
 
-    page = run_cli("report", str(out)).stdout  # the experiment folder's report
+    page = cli("report", str(out)).stdout  # the experiment folder's report
     assert page.strip().endswith("report.html")
     text = (out / "report.html").read_text()
     assert "<h2>ablations</h2>" in text and "<h2>replacements</h2>" in text and "<h2>variants</h2>" not in text

@@ -23,7 +23,7 @@ import soundfile as sf
 from attsf.data.synthetic import speech_like, talking_clip
 from attsf.errors import AttsfError
 from tests import layouts
-from tests.conftest import run_cli
+from tests.conftest import cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -89,19 +89,19 @@ def test_predict_applies_a_speaker_normalised_runs_statistics(recognizer, clips)
 
 def test_predict_cli(demo_dir, clips):
     run = str(demo_dir / "run")
-    out = run_cli("predict", str(clips["video"]), "--run", run, "--json").stdout
+    out = cli("predict", str(clips["video"]), "--run", run, "--json").stdout
     rows = json.loads(out)
     assert rows[0]["label"] and rows[0]["modalities"] == ["audio", "video"]
     card = rows[0]["model"]  # the model card: what the model is and what its numbers mean
     assert card["dataset"] == "demo" and card["chance"] == 25.0 and card["modalities"] == ["audio", "video"]
     assert card["warning"] == "demo model trained on generated clips — its predictions on real media mean nothing"
     assert card["test_accuracy"] is not None and card["train_speakers"] == 4
-    proc = run_cli("predict", str(clips["video"]), str(clips["broken"]), "--run", run, check=False)
+    proc = cli("predict", str(clips["video"]), str(clips["broken"]), "--run", run, check=False)
     assert proc.returncode == 1 and "talk.mp4" in proc.stdout
     assert "trained on demo, " in proc.stderr and "chance 25.0 %" in proc.stderr
     assert "WARNING: demo model trained on generated clips" in proc.stderr
     assert "broken.mp4: not a readable media file" in proc.stderr and "Traceback" not in proc.stderr
-    folder = run_cli("predict", str(clips["video"].parent), "--run", run, check=False)
+    folder = cli("predict", str(clips["video"].parent), "--run", run, check=False)
     table = list(csv.DictReader(io.StringIO(folder.stdout)))
     assert {Path(r["path"]).name for r in table} == {"talk.mp4", "small.mp4", "voice.wav", "broken.mp4"}
     assert next(r for r in table if r["path"].endswith("broken.mp4"))["error"]
@@ -113,7 +113,7 @@ def test_no_face_and_all_failed(recognizer, demo_dir, clips):
     the CLI (exit 1, no empty table) and the server (422)."""
     with pytest.raises(AttsfError, match="no face detected in any of the 15 sampled frames"):
         recognizer.predict(clips["noface"])
-    proc = run_cli("predict", str(clips["noface"]), str(clips["broken"]), "--run", str(demo_dir / "run"), check=False)
+    proc = cli("predict", str(clips["noface"]), str(clips["broken"]), "--run", str(demo_dir / "run"), check=False)
     assert proc.returncode == 1 and proc.stdout.strip() == ""
     assert "nobody.mp4: no face detected in any of the 15 sampled frames" in proc.stderr
     assert "none of the 2 clip(s) could be recognised" in proc.stderr and "Traceback" not in proc.stderr

@@ -5,7 +5,7 @@ import json
 import re
 
 import numpy as np
-from conftest import run_cli
+from conftest import cli
 from PIL import Image
 
 from attsf.overview import fold_robustness, fold_summary, pooled_confusion
@@ -39,10 +39,10 @@ def test_metric_names_are_readable():
 
 def test_report_is_self_contained(demo_dir):
     run = demo_dir / "run"
-    run_cli("robustness", str(run), "--fractions", "0.3,0.6", "--snr", "10,0")
+    cli("robustness", str(run), "--fractions", "0.3,0.6", "--snr", "10,0")
     noise = json.loads((run / "robustness.json").read_text())["noise"]["audio"]
     assert len(noise) == 2 and all(0 <= v <= 1 for v in noise)
-    out = run_cli("report", str(run)).stdout
+    out = cli("report", str(run)).stdout
     page = (run / "report.html").read_text()
     assert "report.html" in out and page.startswith("<!doctype html>")
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)

@@ -60,7 +60,7 @@ def test_a_nan_in_the_cache_stops_training_with_one_line(tiny_cache, tiny_overri
     assert re.search(r"^attsf: error: non-finite training loss \(nan\) at epoch 0, step \d+: ", lines[-1])
     assert f"attsf inspect {cache} --verify" in lines[-1]
     assert not (out / "metrics.json").exists()
-    check = run_cli("inspect", str(cache), "--verify", "--no-sheet", check=False)
+    check = cli("inspect", str(cache), "--verify", "--no-sheet", check=False)
     assert check.returncode == 1 and "01-happy-0.safetensors: 'audio' holds NaN or infinite values" in check.stdout
 
 
@@ -88,7 +88,7 @@ def test_non_finite_weights_and_bad_labels_are_refused(finished, tmp_path):
     for bad, message in ((labels[:-1], "3 labels for a network with 4 outputs"),
                          ([labels[0]] * 4, "names a class twice"), ([1, 2, 3, 4], "list of class names")):
         side.write_text(json.dumps(dict(json.loads(side.read_text()), labels=bad)))
-        proc = cli("evaluate", str(run))
+        proc = cli("evaluate", str(run), check=False)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     side.write_text(json.dumps(dict(json.loads(side.read_text()), labels=labels)))
     state = load_state(best)
@@ -97,7 +97,7 @@ def test_non_finite_weights_and_bad_labels_are_refused(finished, tmp_path):
     save_state(best, state)
     for args in (["evaluate", str(run)], ["predict", str(ROOT / "README.md"), "--run", str(run)],
                  ["predict", str(ROOT / "README.md"), "--run", str(best)]):
-        proc = cli(*args)
+        proc = cli(*args, check=False)
         assert proc.returncode == 2 and "weights hold non-finite values" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
 
@@ -191,9 +191,9 @@ def test_a_signalled_run_says_so_and_is_not_used_as_finished(sig, tiny_cache, tm
     best = out / "checkpoints" / "best.safetensors"
     card = model_card(best, read_json(best.with_suffix(".json")))
     assert re.fullmatch(r"unfinished, epoch \d+ of 40", card["unfinished"]) and "unfinished" in card["warning"]
-    refused = cli("predict", str(ROOT / "README.md"), "--run", str(out))
+    refused = cli("predict", str(ROOT / "README.md"), "--run", str(out), check=False)
     assert refused.returncode == 2 and "this run is unfinished, epoch" in refused.stderr
-    allowed = cli("predict", str(ROOT / "README.md"), "--run", str(out), "--allow-unfinished")
+    allowed = cli("predict", str(ROOT / "README.md"), "--run", str(out), "--allow-unfinished", check=False)
     assert "unfinished" not in allowed.stderr  # past that check (this run takes AU features, not raw clips)
     if sig == signal.SIGINT:
         return  # the resume is the same after either signal: SIGTERM's run covers it
@@ -212,7 +212,7 @@ def test_resume_refuses_overrides_and_mends_what_a_kill_during_a_save_left(finis
     shutil.copytree(finished, out)
     (out / "metrics.json").unlink()  # a run stopped after its last checkpoint
     for extra in (["train.lr=0.1"], ["demo"]):
-        bad = cli("train", *extra, "--resume", str(out))
+        bad = cli("train", *extra, "--resume", str(out), check=False)
         assert bad.returncode == 2 and "continues the run with its recorded settings" in bad.stderr, bad.stderr
     # what a kill between the checkpoint and the CSV rows of its epoch leaves: no rows of that
     # epoch (or its validation row only), and the temporary file of a writer that is gone

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import cli, run_cli
 
 from attsf.config import load_config
 from attsf.data.clips import PrepSettings, clip_waveform
@@ -43,7 +43,7 @@ def test_mask_frames_and_length_one_features():
 def test_robustness_command(tiny_overrides, tmp_path):
     run = tmp_path / "run"
     run_cli("train", "ravdess_au", *tiny_overrides, "train.max_epochs=2", "--out", str(run))
-    out = run_cli("robustness", str(run), "--fractions", "0.5,1.0", "--snr", "none").stdout
+    out = cli("robustness", str(run), "--fractions", "0.5,1.0", "--snr", "none").stdout
     assert "| audio |" in out and "| visual |" in out
     result = json.loads((run / "robustness.json").read_text())
     assert result["fractions"] == [0.5, 1.0] and len(result["masked"]["audio"]) == 2
@@ -56,9 +56,9 @@ def test_robustness_command(tiny_overrides, tmp_path):
     assert result["fallback"] == pytest.approx({"audio": test["accuracy_v_head"], "visual": test["accuracy_a_head"]})
     assert "missing, the other head answers" in out
     stamp = (run / "robustness.json").stat().st_mtime
-    assert run_cli("robustness", str(run), "--fractions", "0.5,1.0", "--snr", "none").stdout == out
+    assert cli("robustness", str(run), "--fractions", "0.5,1.0", "--snr", "none").stdout == out
     assert (run / "robustness.json").stat().st_mtime == stamp  # same settings: reused
-    run_cli("robustness", str(run), "--fractions", "0.5,1.0", "--snr", "none", "--seed", "3")
+    cli("robustness", str(run), "--fractions", "0.5,1.0", "--snr", "none", "--seed", "3")
     assert json.loads((run / "robustness.json").read_text())["seed"] == 3
 
 
