@@ -272,6 +272,14 @@ def config_from_dict(tree: dict) -> Config:
     return _build(Config, tree, "")
 
 
+def with_values(cfg: Config, values: dict[str, Any]) -> Config:
+    """``cfg`` with dotted keys set to (already parsed) values, validated as a file's are."""
+    tree = cfg.to_dict()
+    for key, value in values.items():
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree)
+
+
 def resolve_config_path(name: str) -> Path:
     """A config path, or the name of a packaged config (``ravdess_au`` -> configs/ravdess_au.yaml)."""
     path = Path(name)

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from attsf.config import Config, config_from_dict
+from attsf.config import Config, with_values
 from attsf.errors import AttsfError
 from attsf.io import atomic_write_text, write_json
 
@@ -98,25 +98,11 @@ def load_space(path: str | Path, cfg: Config) -> dict[str, Param]:
             raise AttsfError(f"{path}: {key}: expected a list of choices or {{low, high[, log][, step]}}")
         for value in probes:
             try:
-                with_overrides(cfg, {str(key): value})
+                with_values(cfg, {str(key): value})
             except AttsfError as exc:
                 raise AttsfError(f"{path}: {exc}") from None
         space[str(key)] = param
     return space
-
-
-def with_overrides(cfg: Config, params: dict[str, Any]) -> Config:
-    """``cfg`` with dotted-key values set (validated as a config file's)."""
-    tree = cfg.to_dict()
-    for key, value in params.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
-            raise AttsfError(f"unknown config key '{key}'")
-        node[leaf] = value
-    return config_from_dict(tree)
 
 
 def trial_config(cfg: Config) -> Config:
@@ -157,10 +143,11 @@ class Study:
         so that parallel workers do not draw the same trials."""
         import optuna
 
-        seed = self.sampler_seed + 1000 * worker + _n_trials(self.storage_obj(), self.name)
+        storage = self.storage_obj()
+        seed = self.sampler_seed + 1000 * worker + _n_trials(storage, self.name)
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
-        return optuna.create_study(study_name=self.name, storage=self.storage_obj(), direction="maximize",
+        return optuna.create_study(study_name=self.name, storage=storage, direction="maximize",
                                    sampler=sampler, pruner=pruner, load_if_exists=True)
 
     def objective(self, trial: Any) -> float:
@@ -179,7 +166,7 @@ class Study:
             return same[0].value
         runs = trial.user_attrs.get("runs", f"trial{trial.number}")  # a retried trial inherits it: runs resume
         trial.set_user_attr("runs", runs)
-        tree = trial_config(with_overrides(self.cfg, params))
+        tree = trial_config(with_values(self.cfg, params))
         accs = []
         for step, k in enumerate(self.folds):
             run_dir = self.out / "trials" / runs / f"fold{k}"
