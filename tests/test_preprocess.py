@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -252,3 +253,11 @@ def test_logs_read_plainly_when_piped(ravdess_root, tiny_overrides, tmp_path):
     lines = [ln for ln in run.stderr.splitlines() if ln.startswith("epoch ")]
     assert [ln.split(":")[0] for ln in lines] == ["epoch 1/2", "epoch 2/2"] and "val_acc" in lines[0]
     assert "\r" not in run.stderr
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    for k, line in enumerate(lines):  # each line shows its own epoch's figures (rows count epochs from 0)
+        shown = dict(re.findall(r"(\w+_\w+) ([\d.]+)", line))
+        for key in ("train_acc", "train_loss", "val_acc"):
+            logged = next(float(r[key]) for r in rows if r["epoch"] == str(k) and r[key])
+            assert float(shown[key]) == pytest.approx(logged, abs=6e-5), (line, key, logged)
+    assert [ln.split(" INFO ")[1] for ln in (tmp_path / "run" / "train.log").read_text().splitlines()
+            if " INFO epoch " in ln] == lines

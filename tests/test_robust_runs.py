@@ -57,7 +57,7 @@ def test_a_nan_in_the_cache_stops_training_with_one_line(tiny_cache, tiny_overri
     proc = run_cli("train", "demo", *args, f"data.cache={cache}", "train.max_epochs=2", "--out", str(out), check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert re.search(r"^attsf: error: non-finite training loss \(nan\) at epoch 0, step \d+: ", lines[-1])
+    assert re.search(r"^attsf: error: non-finite training loss \(nan\) at epoch 1, step \d+: ", lines[-1])
     assert f"attsf inspect {cache} --verify" in lines[-1]
     assert not (out / "metrics.json").exists()
     check = cli("inspect", str(cache), "--verify", "--no-sheet", check=False)

@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,8 @@ def test_train_writes_run_directory_and_learns(tiny_overrides, tmp_path):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 8
+    log_lines = re.findall(r" INFO (epoch \d+/8): ", (run / "train.log").read_text())  # without progress too
+    assert log_lines == [f"epoch {k}/8" for k in range(1, 9)]
     assert metrics["test"]["accuracy"] > 0.5  # chance is 0.25; the classes are separable
     side = json.loads((run / "checkpoints/best.json").read_text())
     assert side["labels"] == ["neutral", "happy", "sad", "angry"] and side["config"]["model"]["d_model"] == 16

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
 from lightning.pytorch.plugins.io import CheckpointIO
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -97,7 +96,7 @@ class ATTSFModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
         if not torch.isfinite(loss):  # stop before a NaN reaches the weights
-            raise AttsfError(f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step "
+            raise AttsfError(f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch + 1}, step "
                              f"{self.global_step}: look for NaN or infinite values in the cache with "
                              f"`attsf inspect {self.cfg.data.cache} --verify`")
         return loss
@@ -191,15 +190,44 @@ class RNGState(L.Callback):
 
 
 class EpochLines(L.Callback):
-    """One line per epoch for logs (used instead of Lightning's bar when not on a terminal)."""
+    """One line per epoch (that epoch's train and validation metrics, 1-based "epoch k/n"),
+    always into the run's ``train.log`` and, when ``console``, on stderr too; a console
+    without a progress bar (a pipe, a log file) also gets a line every ``every_s`` seconds
+    inside a long epoch."""
+
+    def __init__(self, file: logging.Handler, console: bool, every_s: float = 30.0) -> None:
+        self.file, self.console, self.every_s = file, console, every_s
+        self.start = self.last = time.time()
+
+    def _say(self, text: str) -> None:
+        if self.console:  # the attsf logger: stderr and train.log
+            log.info(text)
+        else:
+            self.file.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, text, None, None))
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.start = time.time()
+        self.start = self.last = time.time()
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.console and trainer.is_global_zero and time.time() - self.last >= self.every_s:
+            self.last = time.time()
+            n = trainer.num_training_batches
+            self._say(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: batch {batch_idx + 1}/{n} "
+                      f"({100 * (batch_idx + 1) / n:.0f} %), {self.last - self.start:.0f} s")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        """After the epoch's validation: its train and validation figures side by side."""
+        if not trainer.is_global_zero:
             return
         m = trainer.callback_metrics
         parts = [f"{k} {float(m[k]):.4f}" for k in ("train_loss", "train_acc", "val_acc", "val_mae") if k in m]
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {', '.join(parts)} "
-              f"({time.time() - getattr(self, 'start', time.time()):.0f} s)", file=sys.stderr, flush=True)
+        self._say(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {', '.join(parts)} "
+                  f"({time.time() - self.start:.0f} s)")
+
+
+class EpochBar(TQDMProgressBar):
+    """Lightning's bar, with the epoch counted as the log lines count it (1-based, of n)."""
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")

@@ -77,14 +77,15 @@ def tsne_figure(points: np.ndarray, y: np.ndarray, labels: list[str]) -> bytes:
 
 
 def epoch_series(metrics_csv: Path) -> dict[str, dict[int, float]]:
-    """Each logged metric of a run's ``metrics.csv`` as {epoch: value}."""
+    """Each logged metric of a run's ``metrics.csv`` as {epoch: value}, epochs counted from 1
+    as the training log counts them (the CSV's own column starts at 0)."""
     with metrics_csv.open() as fh:
         rows = list(csv.DictReader(fh))
     series: dict[str, dict[int, float]] = {}
     for row in rows:
         for key, value in row.items():
             if value and key not in ("epoch", "step"):
-                series.setdefault(key, {})[int(row["epoch"])] = float(value)
+                series.setdefault(key, {})[int(row["epoch"]) + 1] = float(value)
     return series
 
 
@@ -132,7 +133,7 @@ def curves_figure(metrics_csv: Path, best_epoch: int | None = None, n_classes: i
         axes[2].set_title("L_sim (similarity loss, eq. 17)")
     for ax in axes:
         if best_epoch is not None:
-            ax.axvline(best_epoch, color="#d62728", lw=1, alpha=.7, label=f"evaluated epoch ({best_epoch})")
+            ax.axvline(best_epoch + 1, color="#d62728", lw=1, alpha=.7, label=f"evaluated epoch ({best_epoch + 1})")
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from attsf.branches import attach_fallbacks, fallback_sources
 from attsf.config import Config, ignored_keys, save_config
 from attsf.data.datamodule import SPLITS, ClipDataModule
-from attsf.engine import EMA, ATTSFModule, EpochLines, RNGState, SafetensorsCheckpointIO
+from attsf.engine import EMA, ATTSFModule, EpochBar, EpochLines, RNGState, SafetensorsCheckpointIO
 from attsf.errors import AttsfError, Interrupted, raise_interrupted
 from attsf.evaluate import BEST, CONFIG_FILE, metrics_for, open_run, predict_dataset
 from attsf.history import keep_history, merge_history, read_csv
@@ -158,7 +158,8 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
         precision=_precision(cfg),
         callbacks=[best_cb, last_cb, *([EarlyStopping(monitor, patience=cfg.train.patience, mode=mode)] * select_best),
                    RNGState(), *([EMA(decay=cfg.train.ema_decay)] if cfg.train.ema_decay > 0 else []),
-                   *([EpochLines()] if cfg.train.progress and not interactive() else [])],
+                   EpochLines(handler, console=cfg.train.progress and not interactive()),
+                   *([EpochBar()] if cfg.train.progress and interactive() else [])],
         logger=CSVLogger(run_dir, name="", version=""),
         plugins=[SafetensorsCheckpointIO()],
         num_sanity_val_steps=0,
