@@ -108,15 +108,43 @@ def test_predict_cli(demo_dir, clips):
     assert json.loads(out)[0]["face_detected"] == [True] * 15
 
 
-def test_no_face_and_all_failed(recognizer, demo_dir, clips):
-    """A video with no face in any frame is refused with the same reason by the Python API,
-    the CLI (exit 1, no empty table) and the server (422)."""
-    with pytest.raises(AttsfError, match="no face detected in any of the 15 sampled frames"):
-        recognizer.predict(clips["noface"])
+def test_no_face_is_answered_from_the_audio_and_no_clip_left_is_a_failure(recognizer, demo_dir, clips):
+    """A video with no face in any frame is answered from its audio, and says so, by the
+    Python API and the CLI; a run of clips none of which can be read exits 1, no table."""
+    r = recognizer.predict(clips["noface"])
+    assert r.label in recognizer.labels and r.modalities == ["audio"] and r.visual_probabilities is None
+    assert r.note == "no face detected in any of the 15 sampled frames: answered from the audio alone"
+    assert r.probabilities == r.audio_probabilities
     proc = cli("predict", str(clips["noface"]), str(clips["broken"]), "--run", str(demo_dir / "run"), check=False)
+    assert proc.returncode == 1 and "nobody.mp4" in proc.stdout and "answered from the audio alone" in proc.stdout
+    proc = cli("predict", str(clips["broken"]), "--run", str(demo_dir / "run"), check=False)
     assert proc.returncode == 1 and proc.stdout.strip() == ""
-    assert "nobody.mp4: no face detected in any of the 15 sampled frames" in proc.stderr
-    assert "none of the 2 clip(s) could be recognised" in proc.stderr and "Traceback" not in proc.stderr
+    assert "none of the 1 clip(s) could be recognised" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_no_speech_and_no_face_gets_no_label(recognizer, clips, tmp_path):
+    """With the speech check on (a model trained on real speech has it; the demo's generated
+    voices are not speech, so its model does not): silence, noise and a click get no label;
+    a silent clip with a face is answered from the face."""
+    assert recognizer.min_speech_seconds is None and recognizer.card["dataset"] == "demo"
+    rng = np.random.default_rng(0)
+    quiet = {"silence.wav": np.zeros(48000, np.float32), "noise.wav": rng.normal(0, 0.3, 48000).astype(np.float32),
+             "click.wav": rng.normal(0, 0.3, 1600).astype(np.float32)}
+    for name, wave in quiet.items():
+        sf.write(tmp_path / name, wave, 16000)
+    silent_face = layouts.small_clip(tmp_path / "silent_face.mp4", "sad", seed=3, audio=False)
+    recognizer.min_speech_seconds = 0.5
+    try:
+        for name in quiet:
+            r = recognizer.predict(tmp_path / name)
+            assert r.label is None and r.probabilities is None and r.error is None, (name, r)
+            assert r.speech_seconds == 0.0 and r.note == "no speech detected (0.0 s of voiced audio, 0.5 s needed)"
+        r = recognizer.predict_many([tmp_path / "silence.wav", silent_face])
+        assert r[0].label is None and r[1].label in recognizer.labels and r[1].modalities == ["video"]
+        r = recognizer.predict(clips["noface"])  # the generated voice is not speech to the detector: nothing left
+        assert r.label is None and r.note.startswith("no speech detected (") and "; no face detected in" in r.note
+    finally:
+        recognizer.min_speech_seconds = None
 
 
 def test_api_rejects_bad_uploads(recognizer, clips, tmp_path):
@@ -135,6 +163,8 @@ def test_api_rejects_bad_uploads(recognizer, clips, tmp_path):
 
     ok = post("clip.bin", clips["small"].read_bytes())  # the type comes from the content, not the name
     assert ok.status_code == 200 and ok.json()["label"] in recognizer.labels
+    nobody = post("nobody.mp4", clips["noface"].read_bytes()).json()  # no face: answered from the audio
+    assert nobody["modalities"] == ["audio"] and "answered from the audio alone" in nobody["note"]
     cases = [
         ("notes.mp4", b"just some text, not a video\n" * 50, 415),
         ("empty.mp4", b"", 400),
@@ -142,7 +172,6 @@ def test_api_rejects_bad_uploads(recognizer, clips, tmp_path):
         ("broken.mp4", clips["broken"].read_bytes(), 415),
         ("long.mp4", clips["video"].read_bytes(), 413),  # 4 s > 3 s limit
         ("photo.mp4", _png(), 415),  # a real image, named like a video
-        ("nobody.mp4", clips["noface"].read_bytes(), 422),
         ("hidden.mkv", _unsized_mkv(tmp_path / "hidden.mkv", 20.0).read_bytes(), 413),  # no Duration element
     ]
     for name, data, status in cases:
@@ -358,10 +387,12 @@ def test_web_page_in_chromium(demo_dir, clips, tmp_path):
             assert "bad.mp4: not a media file" in page.text_content("#error") and page.is_hidden("#result")
             page.screenshot(path=str(shots / "page_bad_file.png"), full_page=True)
 
-            # 5. a clip without a face (an example): refused with the reason
+            # 5. a clip without a face (an example): answered from its audio, and the page says so
             page.click(".example[data-name='no_face.mp4']")
-            page.wait_for_function("document.getElementById('error').textContent.includes('no face')", timeout=60000)
-            assert "no_face.mp4: no face detected in any of the 15 sampled frames" in page.text_content("#error")
+            page.wait_for_function("document.getElementById('mods').textContent.includes('no face')", timeout=60000)
+            assert "no face detected in any of the 15 sampled frames: answered from the audio alone" in \
+                page.text_content("#mods")
+            assert page.text_content("#label") in ("neutral", "happy", "sad", "angry")
             page.screenshot(path=str(shots / "page_no_face.png"), full_page=True)
             browser.close()
         assert hosts == {f"127.0.0.1:{port}"} | ({"blob"} & hosts) | ({"data"} & hosts), hosts

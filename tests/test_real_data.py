@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import soundfile as sf
 from conftest import SHARED, run_cli
 
 AUDIO = SHARED / "ravdess_audio16k"
@@ -47,4 +49,11 @@ def test_real_audio_model_serves_and_beats_chance(tmp_path):
              "07": "disgust", "08": "surprised"}
     right = sum(r.label == truth[r.path.rsplit("/", 1)[-1].split("-")[2]] for r in results)
     assert len(results) == 60 and all(r.error is None for r in results)
+    assert min(r.speech_seconds for r in results) > 1.0  # every RAVDESS sentence holds over a second of speech
+    rng = np.random.default_rng(0)
+    quiet = {"silence": np.zeros(48000), "noise": rng.normal(0, 0.3, 48000), "click": rng.normal(0, 0.3, 1600)}
+    for name, wave in quiet.items():
+        sf.write(tmp_path / f"{name}.wav", wave.astype(np.float32), 16000)
+        r = rec.predict(tmp_path / f"{name}.wav")  # a model trained on real speech answers nothing to these
+        assert r.label is None and r.note.startswith("no speech detected"), (name, r.label, r.note)
     assert right / 60 > 0.25, f"{right}/60 right on a held-out actor (chance 12.5 %)"

@@ -261,23 +261,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif as_csv:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["path", "label", *[f"p_{k}" for k in rec.labels], "fallback_frames", "seconds", "error"])
+        w.writerow(["path", "label", *[f"p_{k}" for k in rec.labels], "fallback_frames", "speech_seconds", "seconds",
+                    "note", "error"])
         for r in results:
-            w.writerow([r.path, r.label, *[f"{r.probabilities.get(k, 0):.4f}" for k in rec.labels], r.fallback_frames,
-                        f"{r.timings.get('total', 0):.3f}", r.error or ""])
+            probs = [f"{r.probabilities[k]:.4f}" if r.probabilities else "" for k in rec.labels]
+            w.writerow([r.path, r.label or "", *probs, r.fallback_frames, "" if r.speech_seconds is None else
+                        r.speech_seconds, f"{r.timings.get('total', 0):.3f}", r.note or "", r.error or ""])
         print(buf.getvalue(), end="")
     elif any(not r.error for r in results):
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("clip", "emotion", "p", "audio head", "visual head", "fallback", "s")
+        notes = any(r.note for r in results)
+        table = Table("clip", "emotion", "confidence", "audio head", "visual head", "frames without a face", "seconds",
+                      *["note"] * notes)
         for r in results:
             if r.error:
                 continue
             top = lambda d: f"{max(d, key=d.get)} {max(d.values()):.2f}" if d else "-"  # noqa: E731
-            table.add_row(Path(r.path).name, r.label, f"{r.probabilities[r.label]:.2f}", top(r.audio_probabilities),
-                          top(r.visual_probabilities), str(r.fallback_frames), f"{r.timings.get('total', 0):.2f}")
-        Console().print(table)
+            table.add_row(Path(r.path).name, r.label or "-", f"{r.probabilities[r.label]:.2f}" if r.label else "-",
+                          top(r.audio_probabilities), top(r.visual_probabilities), str(r.fallback_frames),
+                          f"{r.timings.get('total', 0):.2f}", *[r.note or ""] * notes)
+        Console(width=None if sys.stdout.isatty() else 1000).print(table)  # piped: whole names, no folding
     failed = [r for r in results if r.error]
     for r in failed:
         print(f"attsf: error: {r.error}", file=sys.stderr)

@@ -9,8 +9,10 @@
 A clip is prepared exactly as the run's training cache was (the preprocessing settings
 travel in the checkpoint sidecar): MFCC of the audio track, 15 MTCNN face crops (or
 EfficientFace features); a run trained with ``data.normalize=speaker`` z-scores the
-features with its training speakers' pooled statistics. A clip without a video stream is answered by the audio head
-alone, one without audio by the visual head; the fused head needs both.
+features with its training speakers' pooled statistics. A clip without a video stream (or
+without a face in it) is answered by the audio head alone, one without audio (or without
+speech in it) by the visual head; the fused head needs both. A clip with neither a face
+nor ``min_speech_seconds`` of speech gets no label: ``note`` says "no speech detected".
 """
 
 from __future__ import annotations
@@ -22,23 +24,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attsf.card import model_card
+from attsf.card import SYNTHETIC, model_card
 from attsf.config import Config
 from attsf.data import normalize
 from attsf.data.audio import mfcc
-from attsf.data.clips import PrepSettings, clip_audio, clip_faces
-from attsf.data.media import probe
+from attsf.data.clips import PrepSettings, clip_faces
+from attsf.data.media import probe, read_audio
 from attsf.efficientface import EfficientFace
 from attsf.errors import AttsfError
 from attsf.evaluate import BEST, model_from_weights, open_run
 from attsf.io import read_json
+from attsf.speech import MIN_SPEECH_S, speech_seconds
 
 
 @dataclass
 class Prediction:
     path: str
-    label: str = ""  # from the fused head, or the only head the clip's modalities allow
-    probabilities: dict[str, float] = field(default_factory=dict)  # fused head
+    label: str | None = None  # from the fused head, or the only head the clip's modalities allow
+    probabilities: dict[str, float] | None = None  # fused head (or that one head); None: no answer
     audio_probabilities: dict[str, float] | None = None  # audio AVAM head
     visual_probabilities: dict[str, float] | None = None  # visual AVAM head
     modalities: list[str] = field(default_factory=list)
@@ -46,6 +49,8 @@ class Prediction:
     face_detected: list[bool] = field(default_factory=list)  # per frame: MTCNN found the face (else a fallback box)
     face_times: list[float] = field(default_factory=list)  # per frame: seconds from the clip start
     fallback_frames: int = 0
+    speech_seconds: float | None = None  # voiced audio found by the speech detector
+    note: str | None = None  # what the answer rests on when a modality was left out, or why there is none
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     error: str | None = None
     faces: np.ndarray | None = field(default=None, repr=False)  # (T, H, W, 3) uint8 crops
@@ -69,6 +74,9 @@ class EmotionRecognizer:
         self.cfg, self.labels, self.device, self.preprocessing = cfg, labels, device, preprocessing
         self.max_seconds: float | None = None  # longer clips are refused while decoding (serve sets it)
         self.card = card or {}  # what the model is (card.py): run, training data, accuracy, chance
+        # audio with less speech than this is not used; None: no check (the demo's generated
+        # voices are not speech a detector recognises)
+        self.min_speech_seconds: float | None = None if self.card.get("dataset") in SYNTHETIC else MIN_SPEECH_S
         # channels-last weights: the per-frame EfficientFace runs ~25 % faster on CPU (oneDNN), same outputs
         self.model = model.to(device, memory_format=torch.channels_last).eval()
         try:
@@ -130,23 +138,45 @@ class EmotionRecognizer:
         if not info.has_audio and not info.has_video:
             raise AttsfError(f"{path}: no audio or video stream")
         wants_video = self.visual_kind != "none"
+        if not info.has_audio and not wants_video:
+            raise AttsfError(f"{path}: no audio stream, and this run does not use video")
+        left_out = []
         if info.has_audio:
-            arrays["audio"] = torch.from_numpy(clip_audio(path, self.prep.audio, timings=result.timings,
-                                                          max_seconds=self.max_seconds))
-            result.modalities.append("audio")
+            audio = self._speech_mfcc(path, result)
+            if audio is not None:
+                arrays["audio"] = audio
+                result.modalities.append("audio")
+            else:
+                left_out.append(f"no speech detected ({result.speech_seconds:.1f} s of voiced audio, "
+                                f"{self.min_speech_seconds:g} s needed)")
         if info.has_video and wants_video:
             visual, crops = clip_faces(path, self.prep, self.cropper, self.encoder, timings=result.timings)
             result.faces, result.fallback_frames, result.face_times = crops.frames, crops.fallback_frames, crops.times
             result.face_boxes, result.face_detected = crops.rounded_boxes(), list(crops.detected)
-            if not any(crops.detected):
-                raise AttsfError(f"{path}: no face detected in any of the {len(crops.detected)} sampled frames; "
-                                 "this model needs a visible face (an audio file is answered from its audio)")
-            visual = torch.from_numpy(visual)
-            arrays["visual"] = visual if self.encoder is not None else visual.permute(0, 3, 1, 2).contiguous()
-            result.modalities.append("video")
-        if "audio" not in arrays and (not wants_video or "visual" not in arrays):
-            raise AttsfError(f"{path}: no audio stream, and this run does not use video")
+            if any(crops.detected):
+                visual = torch.from_numpy(visual)
+                arrays["visual"] = visual if self.encoder is not None else visual.permute(0, 3, 1, 2).contiguous()
+                result.modalities.append("video")
+            else:
+                left_out.append(f"no face detected in any of the {len(crops.detected)} sampled frames")
+        if left_out:
+            answered = " + ".join(result.modalities)
+            result.note = "; ".join(left_out) + (f": answered from the {answered} alone" if answered else "")
         return result, normalize.apply(arrays, self.norm_stats)
+
+    def _speech_mfcc(self, path: Path, result: Prediction) -> torch.Tensor | None:
+        """The MFCC input of the clip's audio, or None when it holds too little speech."""
+        t = time.perf_counter()
+        wave = read_audio(path, self.prep.audio.sample_rate, max_seconds=self.max_seconds)
+        t_decoded = time.perf_counter()
+        audio = torch.from_numpy(mfcc(wave, self.prep.audio))
+        t_mfcc = time.perf_counter()
+        result.timings.update(decode_audio=t_decoded - t, mfcc=t_mfcc - t_decoded)
+        if self.min_speech_seconds is None:
+            return audio
+        result.speech_seconds = round(speech_seconds(wave, self.prep.audio.sample_rate), 2)
+        result.timings["speech"] = time.perf_counter() - t_mfcc
+        return audio if result.speech_seconds >= self.min_speech_seconds else None
 
     def _fill(self, arrays: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Zeros for a missing modality; only the other modality's head is reported then."""
@@ -174,7 +204,7 @@ class EmotionRecognizer:
         if both:
             result.probabilities = _softmax(out["logits"][i], self.labels)
         else:
-            result.probabilities = result.audio_probabilities or result.visual_probabilities or {}
+            result.probabilities = result.audio_probabilities or result.visual_probabilities
         if result.probabilities:
             result.label = max(result.probabilities, key=result.probabilities.get)
 
@@ -191,6 +221,9 @@ class EmotionRecognizer:
         """One clip; a clip that cannot be used raises :class:`AttsfError` (one line)."""
         start = time.perf_counter()
         result, arrays = self.prepare(path)
+        if not arrays:  # neither speech nor a face: no answer
+            result.timings["total"] = time.perf_counter() - start
+            return result
         t = time.perf_counter()
         out = self._forward([self._fill(arrays)])
         result.timings["forward"] = time.perf_counter() - t
@@ -209,7 +242,10 @@ class EmotionRecognizer:
                 try:
                     result, arrays = self.prepare(path)
                     result.timings["total"] = time.perf_counter() - start
-                    ready.append((result, self._fill(arrays)))
+                    if arrays:
+                        ready.append((result, self._fill(arrays)))
+                    else:  # neither speech nor a face: no answer
+                        results.append(result)
                 except AttsfError as exc:
                     results.append(Prediction(str(path), error=str(exc)))
             if ready:

@@ -90,18 +90,22 @@ function chart(title, probs) {
 }
 
 function show(data, t0) {
-  $("label").textContent = data.label;
-  $("confidence").textContent = pct(data.probabilities[data.label]);
-  const video = data.modalities.includes("video");
+  // no label: neither speech nor a face; the note says which is missing
+  $("label").textContent = data.label ?? (data.note || "no answer").split(/[;(:]/)[0].trim();
+  $("confidence").textContent = data.label ? pct(data.probabilities[data.label]) : "";
+  const video = (data.face_detected || []).length > 0;
   const found = (data.face_detected || []).filter(Boolean).length;
-  $("mods").textContent = `from ${data.modalities.join(" + ")}` + (video ? ` · face found in ${found} of ${data.face_detected.length} frames` : "");
+  $("mods").textContent = (data.modalities.length ? `from ${data.modalities.join(" + ")}` : "no answer") +
+    (video ? ` · face found in ${found} of ${data.face_detected.length} frames` : "") +
+    (data.speech_seconds != null ? ` · ${data.speech_seconds.toFixed(1)} s of speech` : "") +
+    (data.note ? ` · ${data.note}` : "");
   const charts = $("charts");
   charts.replaceChildren();
   const both = data.audio_probabilities && data.visual_probabilities;
   if (both) charts.appendChild(chart("Fused (audio + video): the answer", data.probabilities));
-  if (data.audio_probabilities) charts.appendChild(chart(both ? "Audio head" : "Audio head (the answer: no video in this clip)", data.audio_probabilities));
-  if (data.visual_probabilities) charts.appendChild(chart(both ? "Visual head" : "Visual head (the answer: no audio in this clip)", data.visual_probabilities));
-  if (!data.audio_probabilities && !data.visual_probabilities) charts.appendChild(chart("Prediction", data.probabilities));
+  if (data.audio_probabilities) charts.appendChild(chart(both ? "Audio head" : "Audio head: the answer (no face used)", data.audio_probabilities));
+  if (data.visual_probabilities) charts.appendChild(chart(both ? "Visual head" : "Visual head: the answer (no speech used)", data.visual_probabilities));
+  if (!data.audio_probabilities && !data.visual_probabilities && data.probabilities) charts.appendChild(chart("Prediction", data.probabilities));
   const faces = $("faces");
   faces.replaceChildren();
   (data.faces || []).forEach((b64, i) => {
