@@ -374,7 +374,7 @@ def test_web_page_in_chromium(demo_dir, clips, tmp_path):
             assert page.locator("#preview audio").count() == 1
             page.click("#go")
             page.wait_for_function("document.getElementById('mods').textContent === 'from audio'")
-            assert page.locator(".chart h3").all_text_contents() == ["Audio head (the answer: no video in this clip)"]
+            assert page.locator(".chart h3").all_text_contents() == ["Audio head: the answer (no video in this clip)"]
             assert page.is_hidden("#faces-block")
             page.screenshot(path=str(shots / "page_upload_audio.png"), full_page=True)
 

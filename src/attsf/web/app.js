@@ -96,15 +96,17 @@ function show(data, t0) {
   const video = (data.face_detected || []).length > 0;
   const found = (data.face_detected || []).filter(Boolean).length;
   $("mods").textContent = (data.modalities.length ? `from ${data.modalities.join(" + ")}` : "no answer") +
-    (video ? ` · face found in ${found} of ${data.face_detected.length} frames` : "") +
+    (found ? ` · face found in ${found} of ${data.face_detected.length} frames` : "") +
     (data.speech_seconds != null ? ` · ${data.speech_seconds.toFixed(1)} s of speech` : "") +
     (data.note ? ` · ${data.note}` : "");
   const charts = $("charts");
   charts.replaceChildren();
   const both = data.audio_probabilities && data.visual_probabilities;
   if (both) charts.appendChild(chart("Fused (audio + video): the answer", data.probabilities));
-  if (data.audio_probabilities) charts.appendChild(chart(both ? "Audio head" : "Audio head: the answer (no face used)", data.audio_probabilities));
-  if (data.visual_probabilities) charts.appendChild(chart(both ? "Visual head" : "Visual head: the answer (no speech used)", data.visual_probabilities));
+  const noFace = video ? "no face found" : "no video in this clip";
+  const noSpeech = (data.note || "").includes("no speech") ? "no speech found" : "no audio in this clip";
+  if (data.audio_probabilities) charts.appendChild(chart(both ? "Audio head" : `Audio head: the answer (${noFace})`, data.audio_probabilities));
+  if (data.visual_probabilities) charts.appendChild(chart(both ? "Visual head" : `Visual head: the answer (${noSpeech})`, data.visual_probabilities));
   if (!data.audio_probabilities && !data.visual_probabilities && data.probabilities) charts.appendChild(chart("Prediction", data.probabilities));
   const faces = $("faces");
   faces.replaceChildren();
