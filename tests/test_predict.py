@@ -90,9 +90,11 @@ def test_predict_applies_a_speaker_normalised_runs_statistics(recognizer, clips)
 def test_predict_cli(demo_dir, clips):
     run = str(demo_dir / "run")
     out = cli("predict", str(clips["video"]), "--run", run, "--json").stdout
-    rows = json.loads(out)
+    doc = json.loads(out)
+    rows, card = doc["clips"], doc["model"]  # one model card: what the model is and what its numbers mean
     assert rows[0]["label"] and rows[0]["modalities"] == ["audio", "video"]
-    card = rows[0]["model"]  # the model card: what the model is and what its numbers mean
+    assert sum(rows[0]["probabilities"].values()) == pytest.approx(100, abs=0.05)  # %, as the card's accuracies
+    assert all(isinstance(v, int) for v in rows[0]["timings_ms"].values()) and rows[0]["note"] is None
     assert card["dataset"] == "demo" and card["chance"] == 25.0 and card["modalities"] == ["audio", "video"]
     assert card["warning"] == "demo model trained on generated clips — its predictions on real media mean nothing"
     assert card["test_accuracy"] is not None and card["train_speakers"] == 4
@@ -105,7 +107,10 @@ def test_predict_cli(demo_dir, clips):
     table = list(csv.DictReader(io.StringIO(folder.stdout)))
     assert {Path(r["path"]).name for r in table} == {"talk.mp4", "small.mp4", "voice.wav", "broken.mp4"}
     assert next(r for r in table if r["path"].endswith("broken.mp4"))["error"]
-    assert json.loads(out)[0]["face_detected"] == [True] * 15
+    assert rows[0]["face_detected"] == [True] * 15
+    broken = next(r for r in json.loads(cli("predict", str(clips["broken"]), str(clips["video"]), "--run", run, "--json",
+                                            check=False).stdout)["clips"] if r["error"])
+    assert broken["label"] is None and broken["probabilities"] is None and broken["modalities"] == []
 
 
 def test_no_face_is_answered_from_the_audio_and_no_clip_left_is_a_failure(recognizer, demo_dir, clips):

@@ -133,7 +133,7 @@ def test_frames_path_end_to_end_with_the_pretrained_encoder(converted, demo_dir,
     assert "test: accuracy" in cli("evaluate", str(run)).stdout
     clip = tmp_path / "clip.mp4"
     talking_clip(clip, label="happy", seconds=3.0)
-    answer = json.loads(cli("predict", str(clip), "--run", str(run), "--json").stdout)[0]
+    answer = json.loads(cli("predict", str(clip), "--run", str(run), "--json").stdout)["clips"][0]
     assert answer["label"] in ("neutral", "happy", "sad", "angry") and answer["modalities"] == ["audio", "video"]
 
     caplog.set_level("WARNING", logger="attsf")

@@ -257,31 +257,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if rec.card.get("warning"):
             print(f"WARNING: {rec.card['warning']}", file=sys.stderr)
     if args.json:
-        print(json.dumps([dict(r.to_dict(), model=rec.card) for r in results], indent=2))
+        print(json.dumps({"model": rec.card, "clips": [r.to_json() for r in results]}, indent=2))
     elif as_csv:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["path", "label", *[f"p_{k}" for k in rec.labels], "fallback_frames", "speech_seconds", "seconds",
+        w.writerow(["path", "label", *[f"{k} %" for k in rec.labels], "fallback_frames", "speech_seconds", "ms",
                     "note", "error"])
         for r in results:
-            probs = [f"{r.probabilities[k]:.4f}" if r.probabilities else "" for k in rec.labels]
+            probs = [f"{100 * r.probabilities[k]:.2f}" if r.probabilities else "" for k in rec.labels]
             w.writerow([r.path, r.label or "", *probs, r.fallback_frames, "" if r.speech_seconds is None else
-                        r.speech_seconds, f"{r.timings.get('total', 0):.3f}", r.note or "", r.error or ""])
+                        r.speech_seconds, round(1000 * r.timings.get("total", 0)), r.note or "", r.error or ""])
         print(buf.getvalue(), end="")
     elif any(not r.error for r in results):
         from rich.console import Console
         from rich.table import Table
 
         notes = any(r.note for r in results)
-        table = Table("clip", "emotion", "confidence", "audio head", "visual head", "frames without a face", "seconds",
+        table = Table("clip", "emotion", "confidence", "audio head", "visual head", "frames without a face", "ms",
                       *["note"] * notes)
         for r in results:
             if r.error:
                 continue
-            top = lambda d: f"{max(d, key=d.get)} {max(d.values()):.2f}" if d else "-"  # noqa: E731
-            table.add_row(Path(r.path).name, r.label or "-", f"{r.probabilities[r.label]:.2f}" if r.label else "-",
-                          top(r.audio_probabilities), top(r.visual_probabilities), str(r.fallback_frames),
-                          f"{r.timings.get('total', 0):.2f}", *[r.note or ""] * notes)
+            top = lambda d: f"{max(d, key=d.get)} {100 * max(d.values()):.1f} %" if d else "-"  # noqa: E731
+            table.add_row(Path(r.path).name, r.label or "-", f"{100 * r.probabilities[r.label]:.1f} %" if r.label
+                          else "-", top(r.audio_probabilities), top(r.visual_probabilities), str(r.fallback_frames),
+                          str(round(1000 * r.timings.get("total", 0))), *[r.note or ""] * notes)
         Console(width=None if sys.stdout.isatty() else 1000).print(table)  # piped: whole names, no folding
     failed = [r for r in results if r.error]
     for r in failed:

@@ -60,6 +60,15 @@ class Prediction:
         d.pop("faces")
         return d
 
+    def to_json(self) -> dict:
+        """What ``--json`` and the API answer: probabilities in % (the unit of the model card's
+        accuracies), timings in whole milliseconds, null where there is no answer."""
+        d = self.to_dict()
+        for key in ("probabilities", "audio_probabilities", "visual_probabilities"):
+            d[key] = None if d[key] is None else {k: round(100 * v, 2) for k, v in d[key].items()}
+        d["timings_ms"] = {k: round(1000 * v) for k, v in d.pop("timings").items()}
+        return d
+
 
 def _softmax(logits: torch.Tensor, labels: list[str]) -> dict[str, float]:
     probs = torch.softmax(logits.float(), -1)

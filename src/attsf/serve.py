@@ -191,7 +191,7 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
             if size == 0:
                 raise HTTPException(400, "empty upload")
             result = await asyncio.to_thread(_checked_predict, recognizer, path, limits, lock)
-        body = result.to_dict()
+        body = result.to_json()
         body["path"] = file.filename or "upload"
         body["model"] = recognizer.card
         if faces and result.faces is not None:

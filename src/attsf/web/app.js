@@ -4,7 +4,7 @@
 const $ = (id) => document.getElementById(id);
 let current = null;  // the File to recognise
 
-const pct = (v) => `${(100 * v).toFixed(1)} %`;
+const pct = (v) => `${v.toFixed(1)} %`;  // the API answers in %
 
 // an element with properties (className, textContent, ...) and children (nodes or text)
 function el(tag, props = {}, ...children) {
@@ -75,7 +75,7 @@ function chart(title, probs) {
   const best = Object.keys(probs).reduce((a, b) => probs[a] >= probs[b] ? a : b);
   for (const [k, v] of Object.entries(probs)) {
     const fill = el("div", { className: "fill" });
-    fill.style.width = `${(100 * v).toFixed(1)}%`;
+    fill.style.width = `${v.toFixed(1)}%`;
     div.appendChild(el("div", { className: "bar" + (k === best ? " top" : "") }, el("span", { textContent: k }),
                        el("div", { className: "track" }, fill), el("span", { className: "pct", textContent: pct(v) })));
   }
@@ -120,7 +120,7 @@ function show(data, t0) {
   $("faces-block").hidden = !(data.faces || []).length;
   $("faces-note").textContent = found < (data.face_detected || []).length
     ? "Outlined in red: frames where no face was found; the crop there is a fallback (the previous face, or the frame centre)." : "";
-  const rows = Object.entries(data.timings).map(([k, v]) => [k, `${(1000 * v).toFixed(0)} ms`]);
+  const rows = Object.entries(data.timings_ms).map(([k, v]) => [k, `${v} ms`]);
   rows.push(["round trip", `${(performance.now() - t0).toFixed(0)} ms`]);
   $("timings").replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("td", { textContent: k }), el("td", { textContent: v }))));
   $("placeholder").hidden = true;
