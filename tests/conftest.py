@@ -15,6 +15,14 @@ import pytest
 
 from attsf.data.cache import ClipRecord, write_clip, write_index
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per test worker and per process it starts: with `-n 2` on two cores, two
+    # workers' OpenMP threads spinning against each other made tiny models ~15x slower
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 LABELS = ["neutral", "happy", "sad", "angry"]

@@ -185,13 +185,13 @@ def test_cv_over_seeds_with_the_whole_recipe(tiny_overrides, tmp_path):
 def test_verify_reruns_a_recorded_fold_to_identical_metrics(tiny_overrides, tmp_path):
     """Determinism and `attsf verify`: the same settings, seed and thread count give the same
     metrics.json (every recipe element on, so their random draws are covered too)."""
-    # two runs at once: the parent process has the machine's threads, each run one of its own
+    # two runs at once: the parent process has two threads, each run one of its own
     run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, *RECIPE, "train.max_epochs=3", "train.threads=1",
-            "--folds", "0,1", "--jobs", "2", "--out", str(tmp_path / "cv"))
+            "--folds", "0,1", "--jobs", "2", "--out", str(tmp_path / "cv"), env={"OMP_NUM_THREADS": "2"})
     result = tmp_path / "cv" / "cv.json"
     assert json.loads(result.read_text())["folds"]["1"]["provenance"]["devices"]["threads"] == 1
-    out = run_cli("verify", str(result), "--run", "1", "--out", str(tmp_path / "v1")).stdout
-    assert "re-running fold1 (seed 42, 1 thread(s))" in out
+    out = run_cli("verify", str(result), "--run", "1", "--out", str(tmp_path / "v1"), env={"OMP_NUM_THREADS": "2"}).stdout
+    assert "re-running fold1 (seed 42, 1 thread(s))" in out  # the run's thread count, not this process's
     assert out.count("same") == 4 and "DIFFERENT" not in out
     a, b = (json.loads(p.read_text()) for p in (tmp_path / "cv/fold1/metrics.json", tmp_path / "v1/metrics.json"))
     for m in (a, b):
