@@ -23,7 +23,7 @@ import soundfile as sf
 from attsf.data.synthetic import speech_like, talking_clip
 from attsf.errors import AttsfError
 from tests import layouts
-from tests.conftest import cli
+from tests.conftest import SHARED, cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -496,3 +496,42 @@ def test_serve_removes_its_generated_examples_on_sigterm(demo_dir, tmp_path):
         server.terminate()
         server.wait(timeout=20)
     assert not [p for p in tmp.iterdir() if p.name.startswith("attsf-examples-")]
+
+
+REAL_FACES = SHARED / "real_faces"
+
+
+@pytest.mark.skipif(not REAL_FACES.is_dir(), reason=f"real face videos not found at {REAL_FACES}")
+def test_real_faces_end_to_end(recognizer):
+    """Real talking faces through the whole video path (the demo model: the faces and times
+    are the point here, not its label): a face in >= 90 % of the sampled frames with their
+    times, the frames after a face leaves reported as without one, and a face in the frame
+    of every RAVDESS actor."""
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from attsf.serve import create_app
+
+    talk = recognizer.predict(REAL_FACES / "talking_face_speech.mp4")
+    assert talk.modalities == ["audio", "video"] and sum(talk.face_detected) >= 0.9 * len(talk.face_detected)
+    assert len(talk.face_times) == 15 and talk.face_times == sorted(talk.face_times) and talk.face_times[-1] < 10.4
+    side = recognizer.prep.faces.size  # the demo model's crop size
+    assert talk.faces.shape == (15, side, side, 3) and talk.faces.std() > 20  # real crops, not blank fallbacks
+
+    leaves = recognizer.predict(REAL_FACES / "face_then_no_face.mov")
+    seen = leaves.face_detected
+    assert seen[0] and not seen[-1] and leaves.fallback_frames == seen.count(False) > 0
+    assert seen == sorted(seen, reverse=True)  # found while the face is in view, then not
+    assert leaves.note is None and "video" in leaves.modalities  # some frames had the face: the clip is used
+
+    client = TestClient(create_app(recognizer))  # the page's data: 15 crops with their times
+    with (REAL_FACES / "single_face_short.mp4").open("rb") as fh:
+        body = client.post("/predict?faces=true", files={"file": ("single_face_short.mp4", fh.read())}).json()
+    assert len(body["faces"]) == len(body["face_times"]) == 15 and all(body["face_detected"])
+    assert 0 <= body["face_times"][0] < body["face_times"][-1] <= 2.42
+
+    actors = sorted((REAL_FACES / "ravdess_actor_frames").glob("Actor_*.png"))
+    height = recognizer.prep.faces.detect_height
+    small = [np.asarray(Image.open(p).convert("RGB").resize((round(398 * height / 224), height))) for p in actors]
+    found = [recognizer.cropper.detect([img])[0] is not None for img in small]
+    assert len(actors) == 24 and all(found), [p.name for p, f in zip(actors, found) if not f]
