@@ -63,6 +63,8 @@ def test_tuning_trials_never_read_a_test_clip_and_the_study_resumes(no_test_clip
     again = tune(_cfg(no_test_clips), space, 4, out, folds=[0, 1])
     assert [t["number"] for t in again["trials"]][:3] == [t["number"] for t in summary["trials"]]
     assert len([t for t in again["trials"] if t["state"] in ("COMPLETE", "PRUNED")]) == 4
+    # a study that already has its trials: summarised again, no trial started
+    assert len(tune(_cfg(no_test_clips), space, 4, out, folds=[0, 1])["trials"]) == len(again["trials"])
     with pytest.raises(AttsfError, match="another folds"):
         tune(_cfg(no_test_clips), space, 4, out, folds=[0])
 

@@ -203,7 +203,8 @@ def _worker(study: Study, n_trials: int, threads: int, worker: int = 0) -> int:
         study.cfg = replace(study.cfg, train=replace(study.cfg.train, threads=threads, progress=False))
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     st = study.load(worker)
-    st.optimize(study.objective, callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done)])
+    if len(st.get_trials(deepcopy=False, states=done)) < n_trials:  # the callback stops only after a trial
+        st.optimize(study.objective, callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done)])
     return len(st.trials)
 
 
