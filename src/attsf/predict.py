@@ -174,18 +174,21 @@ class EmotionRecognizer:
         return result, normalize.apply(arrays, self.norm_stats)
 
     def _speech_mfcc(self, path: Path, result: Prediction) -> torch.Tensor | None:
-        """The MFCC input of the clip's audio, or None when it holds too little speech."""
+        """The MFCC input of the clip's audio, or None (no MFCC computed) when it holds too
+        little speech."""
         t = time.perf_counter()
         wave = read_audio(path, self.prep.audio.sample_rate, max_seconds=self.max_seconds)
-        t_decoded = time.perf_counter()
+        result.timings["decode_audio"] = time.perf_counter() - t
+        if self.min_speech_seconds is not None:
+            t = time.perf_counter()
+            result.speech_seconds = round(speech_seconds(wave, self.prep.audio.sample_rate), 2)
+            result.timings["speech"] = time.perf_counter() - t
+            if result.speech_seconds < self.min_speech_seconds:
+                return None
+        t = time.perf_counter()
         audio = torch.from_numpy(mfcc(wave, self.prep.audio))
-        t_mfcc = time.perf_counter()
-        result.timings.update(decode_audio=t_decoded - t, mfcc=t_mfcc - t_decoded)
-        if self.min_speech_seconds is None:
-            return audio
-        result.speech_seconds = round(speech_seconds(wave, self.prep.audio.sample_rate), 2)
-        result.timings["speech"] = time.perf_counter() - t_mfcc
-        return audio if result.speech_seconds >= self.min_speech_seconds else None
+        result.timings["mfcc"] = time.perf_counter() - t
+        return audio
 
     def _fill(self, arrays: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Zeros for a missing modality; only the other modality's head is reported then."""
