@@ -107,3 +107,28 @@ def test_tune_cli_with_two_jobs(tiny_overrides, tmp_path):
     bad = run_cli("tune", "demo", *tiny_overrides, "--space", str(space), "--folds", "7", "--out", str(out),
                   check=False)
     assert bad.returncode == 2 and "fold 7 is out of range" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_dead_trial_is_retried_once_before_workers_start(tmp_path):
+    """SQLite let two workers that both found one dead trial retry it twice, and the two
+    retries trained in one folder at once (a study resumed with --jobs 2 failed). The
+    parent now settles dead trials and duplicate retries before its workers start."""
+    import time
+
+    import optuna
+
+    from attsf.tune import Study, settle_retries
+
+    study = Study(None, {}, [0], tmp_path, f"sqlite:///{tmp_path / 'study.db'}", "s", grace_period=1)
+    st = study.load()
+    dead = st.ask()
+    dead.set_user_attr("runs", "trial0")
+    st._storage.record_heartbeat(dead._trial_id)
+    for runs in ("trial5", "trial5", "trial6"):  # what the race left: two retries of trial5
+        st.enqueue_trial({}, user_attrs={"runs": runs})
+    time.sleep(2)
+    assert settle_retries(study) == [2]
+    waiting = st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    assert sorted(t.user_attrs["runs"] for t in waiting) == ["trial0", "trial5", "trial6"]
+    assert st.trials[0].state == optuna.trial.TrialState.FAIL
+    assert settle_retries(study) == []  # nothing left to settle

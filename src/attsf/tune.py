@@ -125,6 +125,8 @@ class Study:
     name: str
     sampler_seed: int = 0
 
+    grace_period: int = 90
+
     def storage_obj(self) -> Any:
         import warnings
 
@@ -134,7 +136,7 @@ class Study:
             with warnings.catch_warnings():  # the heartbeat is marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
-                    self.storage, heartbeat_interval=30, grace_period=90,
+                    self.storage, heartbeat_interval=min(30, self.grace_period), grace_period=self.grace_period,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
         return self.storage
 
@@ -191,6 +193,31 @@ def _n_trials(storage: Any, name: str) -> int:
         return 0
 
 
+def settle_retries(study: Study) -> list[int]:
+    """Fail the trials whose process died (each is retried once, as a waiting trial with
+    its parameters and runs), and fail all but one waiting retry of the same runs. Done
+    once by the parent before its workers start: SQLite lets two workers that find the
+    same stale trial at the same moment both retry it, and two retries would train in one
+    folder at once. Returns the trial numbers failed as duplicates."""
+    import warnings
+
+    import optuna
+
+    st = study.load()
+    with warnings.catch_warnings():  # marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(st)
+    seen, dropped = set(), []
+    for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        runs = t.user_attrs.get("runs")
+        if runs in seen:
+            st._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+            dropped.append(t.number)
+        elif runs:
+            seen.add(runs)
+    return dropped
+
+
 def _worker(study: Study, n_trials: int, threads: int, worker: int = 0) -> int:
     """One process's share of a study: trials until ``n_trials`` have finished or been pruned."""
     import optuna
@@ -231,6 +258,7 @@ def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, fo
     else:
         log.info("each trial is scored on the validation speakers; the test split is not loaded")
     log.info("study %s: %d trials, folds %s, %d job(s) -> %s", study.name, n_trials, folds, jobs, storage)
+    settle_retries(study)
     if jobs > 1:
         from attsf.pool import run_jobs
 
