@@ -7,7 +7,8 @@ import json
 import pytest
 from conftest import ROOT, TINY
 
-from attsf.cli import _ints, main
+from attsf.cli import main
+from attsf.commands.args import ints as _ints
 from attsf.io import atomic_write_bytes
 
 LONG = "x" * 300
