@@ -261,6 +261,26 @@ def test_refit_on_train_and_val_keeps_the_last_epoch(tiny_overrides, tiny_cache,
     assert bad.returncode == 2 and "set train.select=last" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_refit_skips_the_per_epoch_validation_and_keeps_its_results(tiny_overrides, tmp_path, monkeypatch):
+    """Under ``data.train_on=train+val`` the validation actors, trained on, are no longer
+    evaluated after each epoch; every figure of the run is what it was with that pass."""
+    import attsf.train
+    from attsf.history import read_csv
+    from attsf.train import train
+
+    cfg = load_config(ROOT / "configs/ravdess_au.yaml", [*tiny_overrides, *RECIPE, "data.train_on=train+val",
+                                                         "train.select=last", "train.max_epochs=3", "train.seed=0"])
+    skipped = train(cfg, tmp_path / "skipped")
+    monkeypatch.setattr(attsf.train, "per_epoch_validation", lambda cfg: True)  # the pass as before
+    validated = train(cfg, tmp_path / "validated")
+    rows = {name: read_csv(tmp_path / name / "metrics.csv") for name in ("skipped", "validated")}
+    assert not any(r.get("val_acc") for r in rows["skipped"])
+    assert sum(bool(r.get("val_acc")) for r in rows["validated"]) == 3
+    train_rows = {name: [(r["epoch"], r["train_loss"]) for r in v if r.get("train_loss")] for name, v in rows.items()}
+    assert len(train_rows["skipped"]) == 3 and train_rows["skipped"] == train_rows["validated"]
+    assert skipped["test"] == validated["test"] and skipped["val"] == validated["val"]
+
+
 def test_ema_weights_are_validated_and_saved(tiny_overrides, tmp_path):
     """``train.ema_decay``: validation during training runs on the moving average, and both
     checkpoints hold that average as their weights (the last one also the raw weights, to

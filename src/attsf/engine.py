@@ -189,6 +189,17 @@ class RNGState(L.Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class NoValidationPass(L.Callback):
+    """Stands in for the per-epoch validation pass that ``data.train_on=train+val`` skips
+    (its actors are trained on). The pass drew one number from torch's global generator
+    (its DataLoader's base seed) after each epoch; drawing it here, before the next epoch,
+    keeps dropout's random stream, and so every result, what it was with the pass."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch > 0:
+            torch.empty((), dtype=torch.int64).random_()
+
+
 class EpochLines(L.Callback):
     """One line per epoch (that epoch's train and validation metrics, 1-based "epoch k/n"),
     always into the run's ``train.log`` and, when ``console``, on stderr too; a console

@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from attsf.branches import attach_fallbacks, fallback_sources
 from attsf.config import Config, ignored_keys, save_config
 from attsf.data.datamodule import SPLITS, ClipDataModule
-from attsf.engine import EMA, ATTSFModule, EpochBar, EpochLines, RNGState, SafetensorsCheckpointIO
+from attsf.engine import EMA, ATTSFModule, EpochBar, EpochLines, NoValidationPass, RNGState, SafetensorsCheckpointIO
 from attsf.errors import AttsfError, Interrupted, raise_interrupted
 from attsf.evaluate import BEST, CONFIG_FILE, metrics_for, open_run, predict_dataset
 from attsf.history import keep_history, merge_history, read_csv
@@ -142,6 +142,7 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
         keep_history(run_dir)
     monitor, mode = ("val_mae", "min") if cfg.model.task == "regression" else ("val_acc", "max")
     select_best = cfg.train.select == "best"
+    refit = not per_epoch_validation(cfg)
     best_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor if select_best else None,
                               mode=mode, save_top_k=1, save_weights_only=True, enable_version_counter=False)
     last_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
@@ -157,12 +158,14 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
         strategy=cfg.train.strategy,
         precision=_precision(cfg),
         callbacks=[best_cb, last_cb, *([EarlyStopping(monitor, patience=cfg.train.patience, mode=mode)] * select_best),
-                   RNGState(), *([EMA(decay=cfg.train.ema_decay)] if cfg.train.ema_decay > 0 else []),
+                   RNGState(), *([NoValidationPass()] * refit),
+                   *([EMA(decay=cfg.train.ema_decay)] if cfg.train.ema_decay > 0 else []),
                    EpochLines(handler, console=cfg.train.progress and not interactive()),
                    *([EpochBar()] if cfg.train.progress and interactive() else [])],
         logger=CSVLogger(run_dir, name="", version=""),
         plugins=[SafetensorsCheckpointIO()],
         num_sanity_val_steps=0,
+        limit_val_batches=0 if refit else None,  # actors trained on: no per-epoch pass (NoValidationPass)
         enable_progress_bar=cfg.train.progress and interactive(),  # logs get EpochLines instead
         enable_model_summary=False,
         log_every_n_steps=1,  # metrics are logged per epoch only
@@ -194,6 +197,12 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
     write_json(run_dir / METRICS, metrics)
     _mark_finished(run_dir / BEST, metrics)
     return metrics
+
+
+def per_epoch_validation(cfg: Config) -> bool:
+    """Whether the validation actors are evaluated after each epoch: not when they are
+    trained on (``data.train_on=train+val``, which never selects on them)."""
+    return cfg.data.train_on != "train+val"
 
 
 @contextmanager
