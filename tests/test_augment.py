@@ -98,7 +98,7 @@ def test_warmup_and_cosine_schedule():
 def test_label_smoothing_is_applied_to_every_cross_entropy_term():
     logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
     y = torch.tensor([0, 1])
-    out = {"logits": logits, "logits_a": logits, "logits_v": logits}
+    out = {"logits": logits, "logits_a_avam": logits, "logits_v_avam": logits}
     terms = total_loss(out, y, LossConfig(label_smoothing=0.1, lambda_sim=0))
     expect = F.cross_entropy(logits, y, label_smoothing=0.1)
     assert terms["loss_av"] == pytest.approx(expect.item()) and terms["loss"] == pytest.approx(2 * expect.item())

@@ -48,10 +48,10 @@ def test_frozen_branches_answer_as_the_unimodal_networks(tiny_overrides, unimoda
     run_cli("train", *_args(fused, tiny_overrides, *_init(unimodal_runs)))
     audio, visual = (unimodal_runs[m].format(seed=0, fold=0) for m in ("a", "v"))
     # the heads with the other modality missing are the unimodal networks, to the last bit of their weights
-    np.testing.assert_array_equal(_outputs(fused, "logits_a"), _outputs(audio, "logits"))
-    np.testing.assert_array_equal(_outputs(fused, "logits_v"), _outputs(visual, "logits"))
-    state = load_state(fused / "checkpoints/best.safetensors")["state_dict"]
-    uni = load_state(f"{audio}/checkpoints/best.safetensors")["state_dict"]
+    np.testing.assert_array_equal(_outputs(fused, "logits_a_fallback"), _outputs(audio, "logits"))
+    np.testing.assert_array_equal(_outputs(fused, "logits_v_fallback"), _outputs(visual, "logits"))
+    state = load_state(fused / "checkpoints/model.safetensors")["state_dict"]
+    uni = load_state(f"{audio}/checkpoints/model.safetensors")["state_dict"]
     assert torch.equal(state["model.audio.front.convs.1.running_mean"], uni["model.stream.front.convs.1.running_mean"])
     # while the fused path learned: its weights moved from where a fresh model of this seed starts
     torch.manual_seed(0)
@@ -64,7 +64,7 @@ def test_frozen_branches_answer_as_the_unimodal_networks(tiny_overrides, unimoda
 def test_init_without_freezing_starts_from_the_unimodal_weights(tiny_overrides, unimodal_runs):
     cfg = load_config("configs/ravdess_au.yaml", tiny_overrides + _init(unimodal_runs, freeze=False))
     module = ATTSFModule(cfg, ["x"] * 4)
-    uni = load_state(f"{unimodal_runs['a'].format(seed=0, fold=0)}/checkpoints/best.safetensors")["state_dict"]
+    uni = load_state(f"{unimodal_runs['a'].format(seed=0, fold=0)}/checkpoints/model.safetensors")["state_dict"]
     assert torch.equal(module.model.aux_a.classifier.weight, uni["model.aux.classifier.weight"])
     assert all(p.requires_grad for p in module.parameters())
     module.train()
@@ -94,7 +94,7 @@ def test_freeze_init_needs_a_fused_model_with_an_init(tiny_overrides):
 def test_without_the_audio_auxiliary_the_stream_alone_is_loaded_and_frozen(tiny_overrides, unimodal_runs):
     cfg = load_config("configs/ravdess_au.yaml", tiny_overrides + _init(unimodal_runs) + ["model.use_audio_aux=false"])
     module = ATTSFModule(cfg, ["x"] * 4)
-    uni = load_state(f"{unimodal_runs['a'].format(seed=0, fold=0)}/checkpoints/best.safetensors")["state_dict"]
+    uni = load_state(f"{unimodal_runs['a'].format(seed=0, fold=0)}/checkpoints/model.safetensors")["state_dict"]
     assert torch.equal(module.model.audio.temporal.seq.weight_ih_l0, uni["model.stream.temporal.seq.weight_ih_l0"])
     module.train()
     assert not module.model.audio.training and not any(p.requires_grad for p in module.model.audio.parameters())
@@ -110,15 +110,16 @@ def test_fallback_networks_answer_for_a_missing_modality(tiny_overrides, unimoda
     run_cli("train", *_args(carried, tiny_overrides, "train.seed=0", "data.fold=0", *fallbacks))
     p, c = (json.loads((r / "metrics.json").read_text()) for r in (plain, carried))
     assert c["test"]["accuracy"] == p["test"]["accuracy"] and c["test"]["confusion"] == p["test"]["confusion"]
-    assert c["test"]["accuracy_a_avam_head"] == p["test"]["accuracy_a_head"]
+    assert c["test"]["accuracy_a_avam"] == p["test"]["accuracy_a_avam"] and "accuracy_a_fallback" not in p["test"]
     uni = {m: json.loads((Path(unimodal_runs[m].format(seed=0, fold=0)) / "metrics.json").read_text())["test"]
            for m in ("a", "v")}
-    assert c["test"]["accuracy_a_head"] == uni["a"]["accuracy"] and c["test"]["accuracy_v_head"] == uni["v"]["accuracy"]
+    assert c["test"]["accuracy_a_fallback"] == uni["a"]["accuracy"]
+    assert c["test"]["accuracy_v_fallback"] == uni["v"]["accuracy"]
     assert (carried / "checkpoints/fallback_audio.safetensors").is_file()
     assert set(c["provenance"]["fallbacks"]) == {"audio", "visual"}
     summary = cv_summary({0: c})
-    assert summary["head_accuracy_mean"]["audio"] == 100 * uni["a"]["accuracy"]
-    assert summary["avam_head_accuracy_mean"]["audio"] == 100 * p["test"]["accuracy_a_head"]
+    assert summary["fallback_accuracy_mean"]["audio"] == 100 * uni["a"]["accuracy"]
+    assert summary["avam_accuracy_mean"]["audio"] == 100 * p["test"]["accuracy_a_avam"]
     cli("robustness", str(carried), "--fractions", "0.5", "--snr", "none")
     fallback = json.loads((carried / "robustness.json").read_text())["fallback"]
     assert fallback == {"audio": uni["v"]["accuracy"], "visual": uni["a"]["accuracy"]}

@@ -28,11 +28,11 @@ def test_save_load_gives_identical_outputs(tmp_path):
     batch = {"audio": torch.randn(3, 12, 121), "visual": torch.randn(3, 1, 6)}
     io = SafetensorsCheckpointIO()
     io.save_checkpoint({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                        "attsf": {"labels": list("abcd")}}, tmp_path / "best.safetensors")
-    assert (tmp_path / "best.json").is_file()
+                        "attsf": {"labels": list("abcd")}}, tmp_path / "model.safetensors")
+    assert (tmp_path / "model.json").is_file()
     torch.manual_seed(1)
     other = build_model(CFG).eval()
-    load_weights(other, tmp_path / "best.safetensors")
+    load_weights(other, tmp_path / "model.safetensors")
     with torch.no_grad():
         assert torch.equal(model(**batch)["logits"], other(**batch)["logits"])
 

@@ -23,7 +23,7 @@ def test_experiments_write_tables_and_reuse_runs(tiny_overrides, tmp_path):
     rob = run_cli("experiment", "robustness", "ravdess_au", *common, "--fractions", "0.5", "--snr", "none").stdout
     assert (out / "attsf_net" / "fold0" / "metrics.json").stat().st_mtime == trained  # reused, not retrained
     assert "| ATTSF-Net (audio) |" in rob and "| paper ATTSF-Net (audio) | 88.67 | 83.40 | — | — |" in rob
-    head = json.loads((out / "attsf_net" / "fold0" / "metrics.json").read_text())["test"]["accuracy_v_head"]
+    head = json.loads((out / "attsf_net" / "fold0" / "metrics.json").read_text())["test"]["accuracy_v_avam"]
     line = next(x for x in rob.splitlines() if x.startswith("| ATTSF-Net (audio) |"))
     assert line.endswith(f"| {100 * head:.2f} |")  # audio missing: the visual head answers
     assert "| ATTSF-Gat (visual) |" in rob

@@ -65,7 +65,7 @@ def test_resume_without_its_last_checkpoint_refuses(tiny_overrides, tmp_path):
     run_cli("train", "configs/ravdess_au.yaml", *tiny_overrides, "train.max_epochs=2", "--out", str(run))
     (run / "metrics.json").unlink()  # as if killed after its last epoch
     (run / "checkpoints/last.safetensors").unlink()
-    best = (run / "checkpoints/best.safetensors").read_bytes()
+    best = (run / "checkpoints/model.safetensors").read_bytes()
     proc = cli("train", "--resume", str(run), check=False)
     _one_line_error(proc, "last.safetensors: missing", "overwrite its best weights")
-    assert (run / "checkpoints/best.safetensors").read_bytes() == best
+    assert (run / "checkpoints/model.safetensors").read_bytes() == best

@@ -85,7 +85,7 @@ def test_evaluated_weights_are_the_best_validation_epochs(tiny_overrides, tmp_pa
             "--out", str(run))
     rows = [r for r in csv.DictReader((run / "metrics.csv").open()) if r.get("val_acc")]
     accs = [float(r["val_acc"]) for r in rows]
-    best = json.loads((run / "checkpoints/best.json").read_text())["epoch"]
+    best = json.loads((run / "checkpoints/model.json").read_text())["epoch"]
     assert best == accs.index(max(accs))  # the first epoch with the highest validation accuracy
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["best_epoch"] == best and abs(metrics["val"]["accuracy"] - max(accs)) < 1e-6
+    assert metrics["selected_epoch"] == best and abs(metrics["val"]["accuracy"] - max(accs)) < 1e-6

@@ -25,7 +25,7 @@ def test_similarity_loss_is_half_sum():
 
 def test_total_loss_weights():
     g = torch.Generator().manual_seed(2)
-    out = {k: torch.randn(4, 3, generator=g) for k in ("logits", "logits_a", "logits_v")}
+    out = {k: torch.randn(4, 3, generator=g) for k in ("logits", "logits_a_avam", "logits_v_avam")}
     out |= {k: torch.randn(4, 8, generator=g) for k in ("h_a2v", "h_v2a", "h_learn")}
     y = torch.tensor([0, 1, 2, 1])
     terms = total_loss(out, y, LossConfig())

@@ -34,7 +34,7 @@ def test_variant_forward_backward_shapes(name):
     n_parts = {"no_sab": 2, "text": 4, "audio_only": 1, "visual_only": 1}.get(name, 3)
     assert out["features"].shape == (4, n_parts * cfg.d_model)
     if cfg.modalities == "av":
-        assert ("logits_a" in out) == cfg.use_audio_aux and ("logits_v" in out) == cfg.use_visual_aux
+        assert ("logits_a_avam" in out) == cfg.use_audio_aux and ("logits_v_avam" in out) == cfg.use_visual_aux
         assert ("h_learn" in out) == cfg.use_sab
     out["logits"].sum().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]

@@ -21,7 +21,7 @@ def test_tsne_is_deterministic_for_a_seed():
 def test_fusion_cases():
     eye = np.eye(3)
     pred = {"label": np.array([0, 1, 2, 0]),
-            "logits": eye[[0, 1, 0, 1]], "logits_a": eye[[1, 1, 2, 2]], "logits_v": eye[[2, 0, 2, 1]]}
+            "logits": eye[[0, 1, 0, 1]], "logits_a_avam": eye[[1, 1, 2, 2]], "logits_v_avam": eye[[2, 0, 2, 1]]}
     cases = fusion_cases(pred, ["c0", "c1", "c2", "c3"], ["x", "y", "z"])
     assert cases["helps"] == [["c0", "x", "y", "z", "x"]]  # both heads wrong, fused right
     assert [r[0] for r in cases["hurts"]] == ["c2"]  # a head right, fused wrong (c3: all wrong)
@@ -31,10 +31,10 @@ def test_fusion_cases():
 
 
 def test_metric_names_are_readable():
-    rows = dict(metric_rows({"accuracy": 0.5, "unweighted_accuracy": 0.25, "n": 40, "accuracy_a_head": 0.125,
+    rows = dict(metric_rows({"accuracy": 0.5, "unweighted_accuracy": 0.25, "n": 40, "accuracy_a_avam": 0.125,
                              "per_class_recall": {"x": 1.0}, "mae": 0.51234}))
     assert rows == {"Accuracy (weighted accuracy, WA)": "50.00 %", "Unweighted accuracy (UA: mean class recall)": "25.00 %",
-                    "Test clips": "40", "Accuracy of the audio head alone": "12.50 %", "Mean absolute error": "0.5123"}
+                    "Test clips": "40", "Accuracy of the audio AVAM head alone": "12.50 %", "Mean absolute error": "0.5123"}
 
 
 def test_report_is_self_contained(demo_dir):
@@ -64,7 +64,7 @@ def test_cv_folder_pools_its_finished_folds(tmp_path):
         (tmp_path / f"fold{k}").mkdir()
         (tmp_path / f"fold{k}" / "metrics.json").write_text(
             json.dumps({"test": {"confusion": confusion, "per_class_recall": recall, "accuracy": 0.5 + k / 4,
-                                 "unweighted_accuracy": 0.5}, "val": {"accuracy": 0.6}, "epochs": 3, "best_epoch": 1}))
+                                 "unweighted_accuracy": 0.5}, "val": {"accuracy": 0.6}, "epochs": 3, "selected_epoch": 1}))
     (tmp_path / "fold2").mkdir()  # interrupted: no metrics.json, left out
     assert pooled_confusion(tmp_path) == ([[4, 1], [1, 3]], ["a", "b"])
     summary = fold_summary(tmp_path)
@@ -86,6 +86,6 @@ def test_cv_folder_pools_its_finished_folds(tmp_path):
 
 
 def test_metric_names_of_a_run_with_fallback_networks():
-    rows = dict(metric_rows({"accuracy_a_head": 0.625, "accuracy_a_avam_head": 0.5}))
+    rows = dict(metric_rows({"accuracy_a_fallback": 0.625, "accuracy_a_avam": 0.5}))
     assert rows == {"Accuracy of the audio fallback network (audio alone)": "62.50 %",
-                    "Accuracy of the fused network's own audio head": "50.00 %"}
+                    "Accuracy of the audio AVAM head alone": "50.00 %"}

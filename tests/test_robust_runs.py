@@ -26,7 +26,7 @@ def test_written_files_follow_the_umask(tiny_overrides, tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
     files = [p for p in out.rglob("*") if p.is_file()]
     names = {p.name for p in files}
-    assert {"config.yaml", "metrics.json", "best.safetensors", "last.json", "report.html"} <= names
+    assert {"config.yaml", "metrics.json", "model.safetensors", "last.json", "report.html"} <= names
     modes = {p.relative_to(out).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
     assert set(modes.values()) == {"0o644"}, modes
 
@@ -82,7 +82,7 @@ def test_non_finite_weights_and_bad_labels_are_refused(finished, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(finished, run)
-    best = run / "checkpoints" / "best.safetensors"
+    best = run / "checkpoints" / "model.safetensors"
     side = best.with_suffix(".json")
     labels = json.loads(side.read_text())["labels"]
     for bad, message in ((labels[:-1], "3 labels for a network with 4 outputs"),
@@ -188,7 +188,7 @@ def test_a_signalled_run_says_so_and_is_not_used_as_finished(sig, tiny_cache, tm
     assert re.match(rf"attsf: error: {re.escape(str(out))}: interrupted by SIG(TERM|INT) at epoch \d+ of 40; ", last)
     assert f"attsf train --resume {out}" in last and "Traceback" not in err
     assert not (out / "metrics.json").exists()
-    best = out / "checkpoints" / "best.safetensors"
+    best = out / "checkpoints" / "model.safetensors"
     card = model_card(best, read_json(best.with_suffix(".json")))
     assert re.fullmatch(r"unfinished, epoch \d+ of 40", card["unfinished"]) and "unfinished" in card["warning"]
     refused = cli("predict", str(ROOT / "README.md"), "--run", str(out), check=False)

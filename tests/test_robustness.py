@@ -53,7 +53,7 @@ def test_robustness_command(tiny_overrides, tmp_path):
     # with a modality missing, the head of the other answers, as `attsf predict` does; that
     # head reads its own modality only, so it scores what it scores on clean input
     test = json.loads((run / "metrics.json").read_text())["test"]
-    assert result["fallback"] == pytest.approx({"audio": test["accuracy_v_head"], "visual": test["accuracy_a_head"]})
+    assert result["fallback"] == pytest.approx({"audio": test["accuracy_v_avam"], "visual": test["accuracy_a_avam"]})
     assert "missing, the other head answers" in out
     stamp = (run / "robustness.json").stat().st_mtime
     assert cli("robustness", str(run), "--fractions", "0.5,1.0", "--snr", "none").stdout == out

@@ -42,15 +42,15 @@ def _train_args(out, overrides, epochs=6):
 def test_train_writes_run_directory_and_learns(tiny_overrides, tmp_path):
     run_cli(*_train_args(tmp_path / "run", tiny_overrides, epochs=8))
     run = tmp_path / "run"
-    for name in ("config.yaml", "metrics.csv", "metrics.json", "train.log", "checkpoints/best.safetensors",
-                 "checkpoints/best.json", "checkpoints/last.safetensors", "checkpoints/last.json"):
+    for name in ("config.yaml", "metrics.csv", "metrics.json", "train.log", "checkpoints/model.safetensors",
+                 "checkpoints/model.json", "checkpoints/last.safetensors", "checkpoints/last.json"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 8
     log_lines = re.findall(r" INFO (epoch \d+/8): ", (run / "train.log").read_text())  # without progress too
     assert log_lines == [f"epoch {k}/8" for k in range(1, 9)]
     assert metrics["test"]["accuracy"] > 0.5  # chance is 0.25; the classes are separable
-    side = json.loads((run / "checkpoints/best.json").read_text())
+    side = json.loads((run / "checkpoints/model.json").read_text())
     assert side["labels"] == ["neutral", "happy", "sad", "angry"] and side["config"]["model"]["d_model"] == 16
     assert "torch" in side["versions"] and side["provenance"]["cache"]["clips"] > 0
     out = cli("evaluate", str(run), "--split", "val").stdout
@@ -112,7 +112,7 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_overrides, tmp_path, recipe
     run_cli("train", "--resume", str(killed))
     a = json.loads((ref / "metrics.json").read_text())
     b = json.loads((killed / "metrics.json").read_text())
-    assert a["test"] == b["test"] and a["val"] == b["val"] and a["best_epoch"] == b["best_epoch"]
+    assert a["test"] == b["test"] and a["val"] == b["val"] and a["selected_epoch"] == b["selected_epoch"]
     rows_a = (ref / "metrics.csv").read_text().splitlines()
     rows_b = (killed / "metrics.csv").read_text().splitlines()
     assert len(rows_a) == len(rows_b) == 1 + 2 * 6
@@ -124,8 +124,8 @@ def test_cv_runs_all_folds_and_reuses_finished_ones(tiny_overrides, tmp_path):
     summary = json.loads((tmp_path / "cv.json").read_text())
     assert set(summary["folds"]) == {"0", "1"}
     tests = [json.loads((tmp_path / f"fold{k}" / "metrics.json").read_text())["test"] for k in (0, 1)]
-    assert summary["head_accuracy_mean"] == pytest.approx(
-        {"audio": 50 * sum(t["accuracy_a_head"] for t in tests), "visual": 50 * sum(t["accuracy_v_head"] for t in tests)})
+    assert summary["avam_accuracy_mean"] == pytest.approx(
+        {"audio": 50 * sum(t["accuracy_a_avam"] for t in tests), "visual": 50 * sum(t["accuracy_v_avam"] for t in tests)})
     stamp = (tmp_path / "fold0" / "metrics.json").stat().st_mtime
     run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "train.max_epochs=2", "train.threads=1",
             "--out", str(tmp_path))  # threads change how it runs, not what it learns: reused
@@ -253,8 +253,8 @@ def test_refit_on_train_and_val_keeps_the_last_epoch(tiny_overrides, tiny_cache,
     run = tmp_path / "cv" / "fold0"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 3 and not metrics["stopped_early"]
-    best, last = (json.loads((run / f"checkpoints/{n}.json").read_text()) for n in ("best", "last"))
-    assert best["epoch"] == last["epoch"] == metrics["best_epoch"] == 2
+    best, last = (json.loads((run / f"checkpoints/{n}.json").read_text()) for n in ("model", "last"))
+    assert best["epoch"] == last["epoch"] == metrics["selected_epoch"] == 2
     fold = json.loads((tiny_cache / "folds.json").read_text())["folds"][0]
     assert best["preprocessing"]["training_data"]["speakers"] == len(fold["train"]) + len(fold["val"])
     bad = cli(*_train_args(tmp_path / "bad", [*tiny_overrides, "data.train_on=train+val"]), check=False)
@@ -290,7 +290,7 @@ def test_ema_weights_are_validated_and_saved(tiny_overrides, tmp_path):
     run = tmp_path / "run"
     run_cli("train", "configs/ravdess_au.yaml", *tiny_overrides, "train.ema_decay=0.9", "train.select=last",
             "train.max_epochs=3", "--out", str(run))
-    best = load_state(run / "checkpoints/best.safetensors")["state_dict"]
+    best = load_state(run / "checkpoints/model.safetensors")["state_dict"]
     last = load_state(run / "checkpoints/last.safetensors")
     raw = last["current_model_state"]
     assert best.keys() == raw.keys() == last["state_dict"].keys()

@@ -72,7 +72,7 @@ def load_branches(model: nn.Module, cfg: Config) -> dict[str, dict]:
             continue
         run_dir = init_run_dir(template, cfg, key)
         _check_source(run_dir, modality, cfg, key)
-        weights = run_dir / "checkpoints" / "best.safetensors"
+        weights = run_dir / "checkpoints" / "model.safetensors"
         state = load_state(weights)["state_dict"]
         for prefix, target in (("model.stream.", stream_attr), ("model.aux.", aux_attr)):
             if getattr(model, target) is None:  # model.use_*_aux=false: the stream alone
@@ -88,7 +88,7 @@ def load_branches(model: nn.Module, cfg: Config) -> dict[str, dict]:
 
 
 def _record(run_dir: Path) -> dict:
-    weights = run_dir / "checkpoints" / "best.safetensors"
+    weights = run_dir / "checkpoints" / "model.safetensors"
     return {"run": str(run_dir.resolve()), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
 
 
@@ -103,12 +103,12 @@ def fallback_sources(cfg: Config) -> dict[str, Path]:
 
 
 def attach_fallbacks(run_dir: Path, sources: dict[str, Path]) -> dict[str, dict]:
-    """Copy each source run's best weights and sidecar into ``run_dir`` (atomically);
+    """Copy each source run's kept weights and sidecar into ``run_dir`` (atomically);
     returns what was copied, for the run's provenance."""
     for branch, src in sources.items():
         target = run_dir / FALLBACK.format(branch=branch)
         for suffix in (".safetensors", ".json"):
-            atomic_write_bytes(target.with_suffix(suffix), (src / "checkpoints" / f"best{suffix}").read_bytes())
+            atomic_write_bytes(target.with_suffix(suffix), (src / "checkpoints" / f"model{suffix}").read_bytes())
     return {branch: _record(src) for branch, src in sources.items()}
 
 

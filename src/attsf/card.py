@@ -13,7 +13,7 @@ MODALITIES = {"av": ["audio", "video"], "a": ["audio"], "v": ["video"]}
 
 
 def model_card(weights: Path, side: dict) -> dict:
-    """The card of the weights file ``weights`` (``checkpoints/best.safetensors`` of a run,
+    """The card of the weights file ``weights`` (``checkpoints/model.safetensors`` of a run,
     or a file shared with its ``.json`` sidecar ``side``)."""
     cfg, prep = side.get("config", {}), side.get("preprocessing", {})
     model = cfg.get("model", {})

@@ -27,10 +27,9 @@ def run_provenance(metrics: dict) -> dict:
 def cv_summary(results: dict[int, dict]) -> dict:
     """Test accuracy (per fold, mean, std), UA and mean per-class recall, in %, of finished
     folds' ``metrics.json`` contents keyed by fold number; for a fused model also the mean
-    accuracy of each auxiliary head alone (``head_accuracy_mean``: what the model answers
-    when the other modality is missing, as ``attsf predict`` does; with ``train.fallback_*``
-    these are the unimodal networks, and the fused network's own heads are
-    ``avam_head_accuracy_mean``)."""
+    accuracy of each AVAM head alone (``avam_accuracy_mean``) and, with ``train.fallback_*``,
+    of each fallback network (``fallback_accuracy_mean``): what the model answers when the
+    other modality is missing, as ``attsf predict`` does."""
     acc = np.array([m["test"]["accuracy"] for m in results.values()]) * 100
     uacc = np.array([m["test"]["unweighted_accuracy"] for m in results.values()]) * 100
     labels = list(next(iter(results.values()))["test"]["per_class_recall"])
@@ -38,7 +37,7 @@ def cv_summary(results: dict[int, dict]) -> dict:
               for c in labels}
     summary = {
         "folds": {str(k): {"test_accuracy": m["test"]["accuracy"] * 100, "val_accuracy": m["val"]["accuracy"] * 100,
-                           "epochs": m["epochs"], "best_epoch": m["best_epoch"],
+                           "epochs": m["epochs"], "selected_epoch": m["selected_epoch"],
                            "commit": m.get("provenance", {}).get("code", {}).get("commit"),
                            "provenance": run_provenance(m)}
                   for k, m in results.items()},
@@ -47,7 +46,7 @@ def cv_summary(results: dict[int, dict]) -> dict:
     }
     if any(val_trained_on(m) for m in results.values()):
         summary["val_trained_on"] = True
-    for out, suffix in (("head_accuracy_mean", "head"), ("avam_head_accuracy_mean", "avam_head")):
+    for out, suffix in (("avam_accuracy_mean", "avam"), ("fallback_accuracy_mean", "fallback")):
         heads = {name: [m["test"][f"accuracy_{h}_{suffix}"] * 100 for m in results.values()
                         if f"accuracy_{h}_{suffix}" in m["test"]] for name, h in (("audio", "a"), ("visual", "v"))}
         if all(len(v) == len(results) for v in heads.values()):
@@ -68,18 +67,17 @@ def seeds_summary(per_seed: dict[int, dict[int, dict]]) -> dict:
 
 def cv_markdown(summary: dict) -> str:
     val = "val acc % (actors trained on)" if summary.get("val_trained_on") else "val acc %"
-    lines = [f"| run | test acc % | {val} | epochs | best epoch |", "| --- | --- | --- | --- | --- |"]
+    lines = [f"| run | test acc % | {val} | epochs | evaluated epoch |", "| --- | --- | --- | --- | --- |"]
     for k, f in summary["folds"].items():
-        lines.append(f"| {k} | {f['test_accuracy']:.2f} | {f['val_accuracy']:.2f} | {f['epochs']} | {f['best_epoch']} |")
+        lines.append(f"| {k} | {f['test_accuracy']:.2f} | {f['val_accuracy']:.2f} | {f['epochs']} | {f['selected_epoch']} |")
     lines.append(f"| mean ± std | {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f} | | | |")
-    if "head_accuracy_mean" in summary:
-        heads = summary["head_accuracy_mean"]
-        lines += ["", f"Each head alone (the answer when the other modality is missing): audio {heads['audio']:.2f} %, "
-                      f"visual {heads['visual']:.2f} %"]
-    if "avam_head_accuracy_mean" in summary:
-        heads = summary["avam_head_accuracy_mean"]
-        lines += ["", f"The fused network's own AVAM heads (beside the fallback networks): audio {heads['audio']:.2f} %, "
-                      f"visual {heads['visual']:.2f} %"]
+    if "avam_accuracy_mean" in summary:
+        heads = summary["avam_accuracy_mean"]
+        lines += ["", f"Each AVAM head alone: audio {heads['audio']:.2f} %, visual {heads['visual']:.2f} %"]
+    if "fallback_accuracy_mean" in summary:
+        heads = summary["fallback_accuracy_mean"]
+        lines += ["", f"The fallback networks (the answer when the other modality is missing): audio "
+                      f"{heads['audio']:.2f} %, visual {heads['visual']:.2f} %"]
     if "seeds" in summary:
         lines += ["", "| seed | test acc % (mean ± std over folds) |", "| --- | --- |"]
         lines += [f"| {s} | {v['accuracy_mean']:.2f} ± {v['accuracy_std']:.2f} |" for s, v in summary["seeds"].items()]

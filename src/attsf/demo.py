@@ -112,7 +112,7 @@ def run_demo(out: Path, epochs: int = 10) -> dict:
     metrics = train(cfg, run_dir, resume=(run_dir / CONFIG_FILE).is_file())
     test = metrics["test"]
     print(f"[3/3] test speaker {SPEAKERS[-1]}: accuracy {test['accuracy'] * 100:.1f} % over {test['n']} clips "
-          f"(chance {100 / len(CLASSES):.0f} %); audio head {test.get('accuracy_a_head', 0) * 100:.1f} %, "
-          f"visual head {test.get('accuracy_v_head', 0) * 100:.1f} %")
+          f"(chance {100 / len(CLASSES):.0f} %); audio head {test.get('accuracy_a_avam', 0) * 100:.1f} %, "
+          f"visual head {test.get('accuracy_v_avam', 0) * 100:.1f} %")
     print(f"run directory: {run_dir}  (try: attsf evaluate {run_dir})")
     return metrics

@@ -19,7 +19,7 @@ from attsf.io import load_state, read_json
 from attsf.model import WithFallbacks, build_model
 
 CONFIG_FILE = "config.yaml"
-BEST = "checkpoints/best.safetensors"
+MODEL_FILE = "checkpoints/model.safetensors"
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
@@ -55,7 +55,7 @@ def require_run(run_dir: str | Path) -> Path:
     return root
 
 
-def open_run(run_dir: str | Path, weights: str = BEST, cache: str | Path | None = None) -> Run:
+def open_run(run_dir: str | Path, weights: str = MODEL_FILE, cache: str | Path | None = None) -> Run:
     """A run directory's config, labels and weights; ``cache`` replaces the recorded
     ``data.cache`` (a run copied to another machine, or a cache moved)."""
     root = require_run(run_dir)
@@ -113,7 +113,7 @@ def predict_dataset(model: nn.Module, dataset: Dataset, batch_size: int = 32, de
     """Logits, labels and head features of every item, in dataset order; ``transform``
     (e.g. a robustness corruption) is applied to each batch before the model sees it."""
     model = model.to(device).eval()
-    keep = ("logits", "logits_a", "logits_v", "logits_a_avam", "logits_v_avam", "features")
+    keep = ("logits", "logits_a_avam", "logits_v_avam", "logits_a_fallback", "logits_v_fallback", "features")
     out: dict[str, list[np.ndarray]] = {k: [] for k in keep + ("label",)}
     for batch in DataLoader(dataset, batch_size=batch_size):
         batch = transform(batch) if transform is not None else batch
@@ -177,7 +177,7 @@ def metrics_for(pred: dict[str, np.ndarray], labels: list[str], regression: bool
     if regression:
         return regression_metrics(pred["label"], pred["logits"][:, 0])
     result = classification_metrics(pred["label"], pred["logits"].argmax(1), labels)
-    for head in ("a", "v", "a_avam", "v_avam"):  # *_avam: the fused network's own heads, beside fallbacks
+    for head in ("a_avam", "v_avam", "a_fallback", "v_fallback"):  # the AVAM heads; the fallback networks
         if f"logits_{head}" in pred:
-            result[f"accuracy_{head}_head"] = float(accuracy_score(pred["label"], pred[f"logits_{head}"].argmax(1)))
+            result[f"accuracy_{head}"] = float(accuracy_score(pred["label"], pred[f"logits_{head}"].argmax(1)))
     return result

@@ -65,8 +65,8 @@ def total_loss(out: dict[str, Tensor], target: Tensor, cfg: LossConfig, regressi
     terms = {"loss_av": _task_loss(out["logits"], target, regression, cfg.label_smoothing)}
     total = terms["loss_av"]
     for key, weight in (("a", cfg.lambda_a), ("v", cfg.lambda_v)):
-        if f"logits_{key}" in out:
-            terms[f"loss_{key}"] = _task_loss(out[f"logits_{key}"], target, regression, cfg.label_smoothing)
+        if f"logits_{key}_avam" in out:  # L_a, L_v: the AVAM heads
+            terms[f"loss_{key}"] = _task_loss(out[f"logits_{key}_avam"], target, regression, cfg.label_smoothing)
             total = total + weight * terms[f"loss_{key}"]
     if "h_learn" in out and cfg.lambda_sim > 0 and target.shape[0] >= cfg.sim_min_batch:
         terms["loss_sim"] = similarity_loss(out["h_learn"], out["h_a2v"], out["h_v2a"], cfg.eps, cfg.sim_reduction)

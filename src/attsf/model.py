@@ -13,8 +13,9 @@ text features ``(B, D_t)`` or ``(B, T_t, D_t)``. Streams inside the network are
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -408,8 +409,8 @@ class TextProjection(nn.Module):
 class ATTSFNet(nn.Module):
     """The full audio-visual network (paper Fig. 1).
 
-    ``forward`` returns a dict: ``logits`` (fused head), ``logits_a`` / ``logits_v`` (AVAM
-    heads, when present), ``h_a2v``, ``h_v2a`` (pooled CMB outputs, for L_sim),
+    ``forward`` returns a dict: ``logits`` (fused head), ``logits_a_avam`` / ``logits_v_avam``
+    (the AVAM heads, when present), ``h_a2v``, ``h_v2a`` (pooled CMB outputs, for L_sim),
     ``h_learn`` (SAB token, when present) and ``features`` (the vector the head reads).
     """
 
@@ -438,10 +439,10 @@ class ATTSFNet(nn.Module):
         out = {"h_a2v": outs_a2v[-1].mean(dim=1), "h_v2a": outs_v2a[-1].mean(dim=1)}
         h_a2v, h_v2a = out["h_a2v"], out["h_v2a"]
         if self.aux_a is not None:  # the dominant modality's auxiliary joins its branch
-            x_a_star, out["logits_a"] = self.aux_a(x_a)
+            x_a_star, out["logits_a_avam"] = self.aux_a(x_a)
             h_a2v = self.fuse_a2v(h_a2v, x_a_star)
         if self.aux_v is not None:
-            x_v_star, out["logits_v"] = self.aux_v(x_v)
+            x_v_star, out["logits_v_avam"] = self.aux_v(x_v)
             h_v2a = self.fuse_v2a(h_v2a, x_v_star)
         parts = [h_a2v, h_v2a]
         if self.sab is not None:
@@ -479,24 +480,29 @@ class UnimodalNet(nn.Module):
 
 class WithFallbacks(nn.Module):
     """A fused network with unimodal networks beside it that answer when a modality is
-    missing (``train.fallback_audio`` / ``fallback_visual``): the fused outputs, with
-    ``logits_a`` / ``logits_v`` (the answers from the audio / visual input alone) taken from
-    the unimodal networks; the fused network's own AVAM heads move to ``logits_a_avam`` /
-    ``logits_v_avam``. The fused path is untouched."""
+    missing (``train.fallback_audio`` / ``fallback_visual``): the fused outputs plus
+    ``logits_a_fallback`` / ``logits_v_fallback``, the unimodal networks' answers. The fused
+    path, AVAM heads included, is untouched."""
 
-    def __init__(self, fused: nn.Module, audio: nn.Module | None = None, visual: nn.Module | None = None) -> None:
+    def __init__(self, fused: nn.Module, fallback_audio: nn.Module | None = None,
+                 fallback_visual: nn.Module | None = None) -> None:
         super().__init__()
-        self.fused, self.audio, self.visual = fused, audio, visual
+        self.fused, self.fallback_audio, self.fallback_visual = fused, fallback_audio, fallback_visual
         self.cfg = fused.cfg
 
     def forward(self, audio: Tensor, visual: Tensor, text: Tensor | None = None) -> dict[str, Tensor]:
         out = self.fused(audio, visual, text)
-        for key, net, kwargs in (("logits_a", self.audio, {"audio": audio}), ("logits_v", self.visual, {"visual": visual})):
-            if net is not None:
-                if key in out:
-                    out[f"{key}_avam"] = out[key]
-                out[key] = net(**kwargs)["logits"]
+        if self.fallback_audio is not None:
+            out["logits_a_fallback"] = self.fallback_audio(audio=audio)["logits"]
+        if self.fallback_visual is not None:
+            out["logits_v_fallback"] = self.fallback_visual(visual=visual)["logits"]
         return out
+
+
+def alone_logits(out: Mapping[str, Any], modality: str) -> Any:
+    """The answer from one modality alone (``"a"`` or ``"v"``) in a fused network's outputs:
+    its fallback network where it has one, else its AVAM head; None without either."""
+    return out.get(f"logits_{modality}_fallback", out.get(f"logits_{modality}_avam"))
 
 
 # --------------------------------------------------------------------------- factories

@@ -119,7 +119,7 @@ def fold_curves_figure(models: list[tuple[str, list[Path]]]) -> bytes:
                     ax.plot(list(series[key]), 100 * np.array(list(series[key].values())), style, color=cmap(i),
                             label=f"{fold.name} {key.split('_')[0]}" if key == "val_acc" or i == 0 else None)
             metrics = read_json(fold / "metrics.json") if (fold / "metrics.json").is_file() else {}
-            best = metrics["best_epoch"] + 1 if metrics.get("best_epoch") is not None else None  # counted from 1
+            best = metrics["selected_epoch"] + 1 if metrics.get("selected_epoch") is not None else None  # counted from 1
             if best in series.get("val_acc", {}):
                 ax.plot([best], [100 * series["val_acc"][best]], "o", color=cmap(i), mfc="none",
                         label="evaluated epoch" if i == 0 else None)

@@ -32,8 +32,9 @@ from attsf.data.clips import PrepSettings, clip_faces
 from attsf.data.media import probe, read_audio
 from attsf.efficientface import EfficientFace
 from attsf.errors import AttsfError
-from attsf.evaluate import BEST, model_from_weights, open_run
+from attsf.evaluate import MODEL_FILE, model_from_weights, open_run
 from attsf.io import read_json
+from attsf.model import alone_logits
 from attsf.speech import MIN_SPEECH_S, speech_seconds
 
 
@@ -125,7 +126,7 @@ class EmotionRecognizer:
         path = Path(path)
         if path.is_dir():  # a run directory: opened as evaluate does
             run = open_run(path)
-            weights, cfg, labels, model = path / BEST, run.cfg, run.labels, run.model
+            weights, cfg, labels, model = path / MODEL_FILE, run.cfg, run.labels, run.model
             side = read_json(weights.with_suffix(".json"))
         else:
             weights = path
@@ -209,10 +210,11 @@ class EmotionRecognizer:
 
     def _read_out(self, result: Prediction, out: dict[str, torch.Tensor], i: int) -> None:
         both = {"audio", "video"} <= set(result.modalities) or self.visual_kind == "none"
-        if "logits_a" in out and "audio" in result.modalities:
-            result.audio_probabilities = _softmax(out["logits_a"][i], self.labels)
-        if "logits_v" in out and "video" in result.modalities:
-            result.visual_probabilities = _softmax(out["logits_v"][i], self.labels)
+        audio, visual = alone_logits(out, "a"), alone_logits(out, "v")
+        if audio is not None and "audio" in result.modalities:
+            result.audio_probabilities = _softmax(audio[i], self.labels)
+        if visual is not None and "video" in result.modalities:
+            result.visual_probabilities = _softmax(visual[i], self.labels)
         if both:
             result.probabilities = _softmax(out["logits"][i], self.labels)
         else:

@@ -93,7 +93,7 @@ def epoch_series(metrics_csv: Path) -> dict[str, dict[int, float]]:
 CLASS_LOSSES = {"loss_av": "fused head", "loss_a": "audio head", "loss_v": "visual head", "loss": "total"}
 
 
-def curves_figure(metrics_csv: Path, best_epoch: int | None = None, n_classes: int | None = None,
+def curves_figure(metrics_csv: Path, selected_epoch: int | None = None, n_classes: int | None = None,
                   val_trained_on: bool = False) -> bytes | None:
     """Accuracy (or MAE) with chance and the evaluated epoch marked (the best on validation,
     or the last with ``train.select=last``), the classification losses, and L_sim apart (its
@@ -132,8 +132,8 @@ def curves_figure(metrics_csv: Path, best_epoch: int | None = None, n_classes: i
             plot(axes[2], "val_loss_sim", val, ls="--")
         axes[2].set_title("L_sim (similarity loss, eq. 17)")
     for ax in axes:
-        if best_epoch is not None:
-            ax.axvline(best_epoch + 1, color="#d62728", lw=1, alpha=.7, label=f"evaluated epoch ({best_epoch + 1})")
+        if selected_epoch is not None:
+            ax.axvline(selected_epoch + 1, color="#d62728", lw=1, alpha=.7, label=f"evaluated epoch ({selected_epoch + 1})")
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -173,10 +173,10 @@ def robustness_figure(result: dict) -> bytes:
 def fusion_cases(pred: dict[str, np.ndarray], ids: list[str], labels: list[str], limit: int = 10) -> dict[str, list]:
     """Fig. 4 of the paper: clips where both unimodal heads are wrong and the fused head is
     right ("fusion helps"), and the reverse ("fusion hurts")."""
-    if "logits_a" not in pred or "logits_v" not in pred:
+    if "logits_a_avam" not in pred or "logits_v_avam" not in pred:
         return {}
     y = pred["label"].astype(int)
-    f, a, v = (pred[k].argmax(1) for k in ("logits", "logits_a", "logits_v"))
+    f, a, v = (pred[k].argmax(1) for k in ("logits", "logits_a_avam", "logits_v_avam"))
     row = lambda i: [ids[i], labels[y[i]], labels[a[i]], labels[v[i]], labels[f[i]]]  # noqa: E731
     helps = [row(i) for i in np.flatnonzero((f == y) & (a != y) & (v != y))]
     hurts = [row(i) for i in np.flatnonzero((f != y) & ((a == y) | (v == y)))]
@@ -185,15 +185,17 @@ def fusion_cases(pred: dict[str, np.ndarray], ids: list[str], labels: list[str],
 
 METRIC_NAMES = {
     "accuracy": "Accuracy (weighted accuracy, WA)", "unweighted_accuracy": "Unweighted accuracy (UA: mean class recall)",
-    "macro_f1": "Macro F1", "accuracy_a_head": "Accuracy of the audio head alone",
-    "accuracy_v_head": "Accuracy of the visual head alone", "n": "Test clips",
+    "macro_f1": "Macro F1", "accuracy_a_avam": "Accuracy of the audio AVAM head alone",
+    "accuracy_v_avam": "Accuracy of the visual AVAM head alone",
+    "accuracy_a_fallback": "Accuracy of the audio fallback network (audio alone)",
+    "accuracy_v_fallback": "Accuracy of the visual fallback network (visual alone)", "n": "Test clips",
     "mae": "Mean absolute error", "corr": "Pearson correlation", "acc7": "7-class accuracy",
     "acc2_has0": "Binary accuracy (negative / non-negative)", "f1_has0": "Binary F1 (negative / non-negative)",
     "acc2_non0": "Binary accuracy (zeros left out)", "f1_non0": "Binary F1 (zeros left out)",
     "chance": "Chance (one class in n)",
 }
-PERCENT = {"accuracy", "unweighted_accuracy", "macro_f1", "accuracy_a_head", "accuracy_v_head", "accuracy_a_avam_head",
-           "accuracy_v_avam_head", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "chance"}
+PERCENT = {"accuracy", "unweighted_accuracy", "macro_f1", "accuracy_a_avam", "accuracy_v_avam", "accuracy_a_fallback",
+           "accuracy_v_fallback", "acc7", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "chance"}
 
 
 def fusion_section(cases: dict) -> list[str]:
@@ -210,24 +212,13 @@ def fusion_section(cases: dict) -> list[str]:
     return parts
 
 
-# a run carrying fallback networks (train.fallback_*): they answer from one modality, the AVAM heads are *_avam
-FALLBACK_NAMES = {
-    "accuracy_a_head": "Accuracy of the audio fallback network (audio alone)",
-    "accuracy_v_head": "Accuracy of the visual fallback network (visual alone)",
-    "accuracy_a_avam_head": "Accuracy of the fused network's own audio head",
-    "accuracy_v_avam_head": "Accuracy of the fused network's own visual head",
-}
-
-
 def metric_rows(metrics: dict) -> list[list[str]]:
     """[readable name, value] of every scalar metric; shares as %."""
-    names = METRIC_NAMES | (FALLBACK_NAMES if "accuracy_a_avam_head" in metrics or "accuracy_v_avam_head" in metrics
-                            else {})
     rows = []
     for key, value in metrics.items():
         if isinstance(value, (int, float)):
             shown = f"{100 * value:.2f} %" if key in PERCENT else str(value) if key == "n" else f"{value:.4f}"
-            rows.append([names.get(key, key.replace("_", " ")), shown])
+            rows.append([METRIC_NAMES.get(key, key.replace("_", " ")), shown])
     return rows
 
 
@@ -278,7 +269,7 @@ def build_report(run_dir: str | Path, seed: int = 0, cache: str | None = None) -
         figures["confusion"] = confusion_figure(metrics["confusion"], run.labels)
         if "features" in pred and len(pred["features"]) > 5:
             figures["tsne"] = tsne_figure(tsne_embedding(pred["features"], seed), pred["label"].astype(int), run.labels)
-    best = root / "checkpoints" / "best.json"
+    best = root / "checkpoints" / "model.json"
     curves = curves_figure(root / "metrics.csv", json.loads(best.read_text()).get("epoch") if best.is_file() else None,
                            None if regression else len(run.labels), run.cfg.data.train_on == "train+val")
     if curves:

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from attsf.data import normalize
 from attsf.data.audio import AudioConfig, mfcc
 from attsf.io import atomic_write_text, read_json, write_json
+from attsf.model import alone_logits
 
 Tensor = torch.Tensor
 TIME_DIM = {"audio": -1, "visual": 1}  # audio (B, n_mfcc, T); visual (B, T, ...) frames or features
@@ -105,7 +106,7 @@ def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.roun
     skips it). Written to ``RUN_DIR/robustness.json`` and ``.md``; a result written after
     the best weights with the same fractions, SNRs and seed is reused."""
     from attsf.data.clips import PrepSettings, clip_waveform
-    from attsf.evaluate import BEST, metrics_for, open_run, predict_dataset
+    from attsf.evaluate import MODEL_FILE, metrics_for, open_run, predict_dataset
 
     run_dir = Path(run_dir)
     run = open_run(run_dir, cache=cache)
@@ -113,7 +114,7 @@ def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.roun
     settings = {"seed": seed, "fractions": list(map(float, fractions)),
                 "snr_db": list(map(float, snrs)) if "audio" in modalities else []}
     saved = run_dir / "robustness.json"
-    if saved.is_file() and saved.stat().st_mtime > (run_dir / BEST).stat().st_mtime:
+    if saved.is_file() and saved.stat().st_mtime > (run_dir / MODEL_FILE).stat().st_mtime:
         previous = read_json(saved)
         if all(previous.get(k) == v for k, v in settings.items()) and ("fallback" in previous or len(modalities) < 2):
             return previous
@@ -129,17 +130,17 @@ def robustness(run_dir: str | Path, fractions: tuple[float, ...] = tuple(np.roun
         transform = None if modality is None else (lambda b: corrupt(b, modality, fraction, g, missing))
         return predict_dataset(run.model, data, batch_size=32, transform=transform)
 
-    def score(pred: dict[str, np.ndarray], head: str = "logits") -> float:
-        return float(metrics_for(dict(pred, logits=pred[head]), run.labels, regression)[key])
+    def score(pred: dict[str, np.ndarray]) -> float:
+        return float(metrics_for(pred, run.labels, regression)[key])
 
     result = {"metric": key, **settings, "clean": score(predict(None)), "masked": {}, "missing": {}, "fallback": {}}
     for m in modalities:
         result["masked"][m] = [score(predict(m, r)) for r in fractions]
         gone = predict(m, 1.0, missing=True)
         result["missing"][m] = score(gone)
-        other = "logits_v" if m == "audio" else "logits_a"  # the head of the modality that is left
-        if len(modalities) == 2 and not regression and other in gone:
-            result["fallback"][m] = score(gone, other)
+        left = alone_logits(gone, "v" if m == "audio" else "a")  # the answer of the modality that is left
+        if len(modalities) == 2 and not regression and left is not None:
+            result["fallback"][m] = score(dict(gone, logits=left))
     if settings["snr_db"]:
         audio = PrepSettings.from_index(dataset.cache.settings).audio
         waveforms = [clip_waveform(r, audio.sample_rate) for r in dataset.records]

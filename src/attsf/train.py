@@ -27,7 +27,7 @@ from attsf.config import Config, ignored_keys, save_config
 from attsf.data.datamodule import SPLITS, ClipDataModule
 from attsf.engine import EMA, ATTSFModule, EpochBar, EpochLines, NoValidationPass, RNGState, SafetensorsCheckpointIO
 from attsf.errors import AttsfError, Interrupted, raise_interrupted
-from attsf.evaluate import BEST, CONFIG_FILE, metrics_for, open_run, predict_dataset
+from attsf.evaluate import CONFIG_FILE, MODEL_FILE, metrics_for, open_run, predict_dataset
 from attsf.history import keep_history, merge_history, read_csv
 from attsf.io import pid_lock, read_json, write_json
 from attsf.progress import interactive
@@ -106,7 +106,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, splits: tuple[
             raise AttsfError(f"{run_dir}: nothing to resume ({CONFIG_FILE} missing)")
         if (run_dir / METRICS).is_file():
             return read_json(run_dir / METRICS)
-        if not last.is_file() and ((run_dir / BEST).is_file() or read_csv(run_dir / "metrics.csv")):
+        if not last.is_file() and ((run_dir / MODEL_FILE).is_file() or read_csv(run_dir / "metrics.csv")):
             raise AttsfError(f"{last}: missing, so this run cannot resume where it stopped (restarting would "
                              "overwrite its best weights); train into another --out")
     elif trainer_rank_zero() and run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()):
@@ -143,11 +143,11 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
     monitor, mode = ("val_mae", "min") if cfg.model.task == "regression" else ("val_acc", "max")
     select_best = cfg.train.select == "best"
     refit = not per_epoch_validation(cfg)
-    best_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor if select_best else None,
+    model_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="model", monitor=monitor if select_best else None,
                               mode=mode, save_top_k=1, save_weights_only=True, enable_version_counter=False)
     last_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                               enable_version_counter=False)
-    for cb in (best_cb, last_cb):
+    for cb in (model_cb, last_cb):
         cb.FILE_EXTENSION = ".safetensors"
     trainer = L.Trainer(
         default_root_dir=run_dir,
@@ -157,7 +157,7 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
         num_nodes=cfg.train.num_nodes,
         strategy=cfg.train.strategy,
         precision=_precision(cfg),
-        callbacks=[best_cb, last_cb, *([EarlyStopping(monitor, patience=cfg.train.patience, mode=mode)] * select_best),
+        callbacks=[model_cb, last_cb, *([EarlyStopping(monitor, patience=cfg.train.patience, mode=mode)] * select_best),
                    RNGState(), *([NoValidationPass()] * refit),
                    *([EMA(decay=cfg.train.ema_decay)] if cfg.train.ema_decay > 0 else []),
                    EpochLines(handler, console=cfg.train.progress and not interactive()),
@@ -193,9 +193,10 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
     metrics = evaluate_run(run_dir, splits=tuple(s for s in ("val", "test") if s in splits), dm=dm)
     metrics.update(epochs=trainer.current_epoch, stopped_early=trainer.current_epoch < cfg.train.max_epochs,
                    train_seconds=round(time.time() - start, 1),
-                   best_epoch=read_json((run_dir / BEST).with_suffix(".json")).get("epoch"), provenance=module.provenance)
+                   selected_epoch=read_json((run_dir / MODEL_FILE).with_suffix(".json")).get("epoch"),
+                   provenance=module.provenance)
     write_json(run_dir / METRICS, metrics)
-    _mark_finished(run_dir / BEST, metrics)
+    _mark_finished(run_dir / MODEL_FILE, metrics)
     return metrics
 
 

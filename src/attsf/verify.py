@@ -12,11 +12,11 @@ from attsf.errors import AttsfError
 from attsf.io import read_json
 from attsf.provenance import cache_fingerprint, code_version
 
-TRACKED = ("test_accuracy", "val_accuracy", "best_epoch", "epochs")
+TRACKED = ("test_accuracy", "val_accuracy", "selected_epoch", "epochs")
 
 
 def recorded_runs(result: dict, path: Path) -> dict[str, dict]:
-    """``{run key: {test_accuracy, val_accuracy, best_epoch, epochs, provenance}}`` of a
+    """``{run key: {test_accuracy, val_accuracy, selected_epoch, epochs, provenance}}`` of a
     result file (``provenance``: the run's own, where the file records it)."""
     if isinstance(result, dict) and isinstance(result.get("folds"), dict) and result["folds"]:  # cv.json
         return {(f"fold{k}" if k.isdigit() else k): {t: v.get(t) for t in (*TRACKED, "provenance")}
@@ -25,7 +25,7 @@ def recorded_runs(result: dict, path: Path) -> dict[str, dict]:
         fold = result.get("provenance", {}).get("config", {}).get("data", {}).get("fold", 0)
         return {f"fold{fold}": {"test_accuracy": result["test"]["accuracy"] * 100,
                                 "val_accuracy": result["val"]["accuracy"] * 100, "provenance": result.get("provenance"),
-                                "best_epoch": result.get("best_epoch"), "epochs": result.get("epochs")}}
+                                "selected_epoch": result.get("selected_epoch"), "epochs": result.get("epochs")}}
     raise AttsfError(f"{path}: neither a cv.json nor a finished run's metrics.json (with val and test accuracy)")
 
 
@@ -96,7 +96,7 @@ def _code(code: dict) -> str:
 def compare(recorded: dict, metrics: dict) -> list[tuple[str, object, object, bool]]:
     """``(name, recorded, now, equal)`` rows; accuracies in %, equal to 0.01 points."""
     now = {"test_accuracy": metrics["test"]["accuracy"] * 100, "val_accuracy": metrics["val"]["accuracy"] * 100,
-           "best_epoch": metrics.get("best_epoch"), "epochs": metrics.get("epochs")}
+           "selected_epoch": metrics.get("selected_epoch"), "epochs": metrics.get("epochs")}
     rows = []
     for name in TRACKED:
         a, b = recorded.get(name), now[name]
