@@ -48,8 +48,8 @@ def test_frozen_branches_answer_as_the_unimodal_networks(tiny_overrides, unimoda
     run_cli("train", *_args(fused, tiny_overrides, *_init(unimodal_runs)))
     audio, visual = (unimodal_runs[m].format(seed=0, fold=0) for m in ("a", "v"))
     # the heads with the other modality missing are the unimodal networks, to the last bit of their weights
-    np.testing.assert_array_equal(_outputs(fused, "logits_a_fallback"), _outputs(audio, "logits"))
-    np.testing.assert_array_equal(_outputs(fused, "logits_v_fallback"), _outputs(visual, "logits"))
+    np.testing.assert_array_equal(_outputs(fused, "logits_a_avam"), _outputs(audio, "logits"))
+    np.testing.assert_array_equal(_outputs(fused, "logits_v_avam"), _outputs(visual, "logits"))
     state = load_state(fused / "checkpoints/model.safetensors")["state_dict"]
     uni = load_state(f"{audio}/checkpoints/model.safetensors")["state_dict"]
     assert torch.equal(state["model.audio.front.convs.1.running_mean"], uni["model.stream.front.convs.1.running_mean"])

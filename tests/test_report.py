@@ -9,7 +9,7 @@ from conftest import cli
 from PIL import Image
 
 from attsf.overview import fold_robustness, fold_summary, pooled_confusion
-from attsf.report import fusion_cases, fusion_section, metric_rows, tsne_embedding
+from attsf.report import curves_figure, fusion_cases, fusion_section, metric_rows, tsne_embedding
 
 
 def test_tsne_is_deterministic_for_a_seed():
@@ -42,7 +42,8 @@ def test_report_is_self_contained(demo_dir):
     cli("robustness", str(run), "--fractions", "0.3,0.6", "--snr", "10,0")
     noise = json.loads((run / "robustness.json").read_text())["noise"]["audio"]
     assert len(noise) == 2 and all(0 <= v <= 1 for v in noise)
-    out = cli("report", str(run)).stdout
+    proc = cli("report", str(run))
+    out = proc.stdout
     page = (run / "report.html").read_text()
     assert "report.html" in out and page.startswith("<!doctype html>")
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
@@ -55,6 +56,13 @@ def test_report_is_self_contained(demo_dir):
         assert (run / "figures" / f"{name}.png").stat().st_size > 5000
         with Image.open(run / "figures" / f"{name}.png") as im:
             assert round(im.info["dpi"][0]) >= 150, name
+        assert (run / "figures" / f"{name}.svg").read_bytes().startswith(b"<?xml")
+        assert (run / "figures" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    assert "predicting its" in proc.stderr and "t-SNE of" in proc.stderr and "figures ->" in proc.stderr  # its steps
+    assert 'class="banner">demo model trained on generated clips' in page
+    assert "<th>what</th><th>recorded</th>" in page and "<h2>Settings</h2>" in page
+    assert "<tr><td>model.d_model</td><td>32</td><td>128</td></tr>" in page  # the demo's narrow model
+    assert "<td>model.fusion</td>" not in page  # only the keys that differ from the defaults
     assert "Accuracy (weighted accuracy, WA)" in page and "Chance (one class in n)</td><td>25.00 %" in page
 
 
@@ -89,3 +97,21 @@ def test_metric_names_of_a_run_with_fallback_networks():
     rows = dict(metric_rows({"accuracy_a_fallback": 0.625, "accuracy_a_avam": 0.5}))
     assert rows == {"Accuracy of the audio fallback network (audio alone)": "62.50 %",
                     "Accuracy of the audio AVAM head alone": "50.00 %"}
+
+
+def test_curves_name_the_run_s_network_on_whole_epochs(tmp_path):
+    """An audio-only run's loss is its audio network's, not a "fused head"; epochs are
+    whole numbers from 1; L_sim is drawn on a log scale."""
+    csv_path = tmp_path / "metrics.csv"
+    rows = ["epoch,step,train_acc,train_loss,train_loss_av,train_loss_a,train_loss_sim,val_acc,val_loss_av"]
+    rows += [f"{e},{e},{0.3 + e / 20},{2 - e / 10},{1 - e / 20},{1.1 - e / 20},{10 / (e + 1)},{0.3 + e / 25},{1.2 - e / 20}"
+             for e in range(7)]
+    csv_path.write_text("\n".join(rows) + "\n")
+    fig = curves_figure(csv_path, 6, 8, modalities="a")
+    legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert "train, audio network" in legend and not any("fused" in t for t in legend)
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert ticks and all(t.lstrip("−-").isdigit() for t in ticks), ticks
+    assert fig.axes[2].get_yscale() == "log"
+    assert "train, fused head" in [t.get_text() for t in curves_figure(csv_path, 6, 8).axes[1].get_legend().get_texts()]

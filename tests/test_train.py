@@ -120,7 +120,7 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_overrides, tmp_path, recipe
 
 def test_cv_runs_all_folds_and_reuses_finished_ones(tiny_overrides, tmp_path):
     out = run_cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "train.max_epochs=2", "--out", str(tmp_path)).stdout
-    assert "mean ± std" in out and "Each head alone" in out
+    assert "mean ± std" in out and "Each AVAM head alone" in out
     summary = json.loads((tmp_path / "cv.json").read_text())
     assert set(summary["folds"]) == {"0", "1"}
     tests = [json.loads((tmp_path / f"fold{k}" / "metrics.json").read_text())["test"] for k in (0, 1)]

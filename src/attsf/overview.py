@@ -13,17 +13,21 @@ its experiment ran.
 from __future__ import annotations
 
 import html
+import logging
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from attsf.cv_results import cv_summary, val_trained_on
 from attsf.errors import AttsfError
 from attsf.experiments import EXPERIMENTS, PAPER_FRACTIONS, Row
-from attsf.io import atomic_write_bytes, read_json
-from attsf.report import _png, confusion_figure, epoch_series, html_img, html_table, provenance_section, write_page
+from attsf.io import read_json
+from attsf.report import confusion_figure, epoch_series, html_img, html_table, provenance_section, save_figure, write_page
 from attsf.robustness import mean_robustness
+
+log = logging.getLogger("attsf")
 
 
 def _folds(cv_dir: Path) -> list[Path]:
@@ -54,7 +58,7 @@ def fold_robustness(cv_dir: Path) -> dict | None:
     return mean_robustness(results)
 
 
-def accuracy_figure(title: str, rows: list[Row], summaries: dict[str, dict]) -> bytes:
+def accuracy_figure(title: str, rows: list[Row], summaries: dict[str, dict]) -> Figure:
     names = [r.name for r in rows][::-1]
     ours = [summaries[r.slug]["accuracy_mean"] for r in rows][::-1]
     std = [summaries[r.slug]["accuracy_std"] for r in rows][::-1]
@@ -67,10 +71,10 @@ def accuracy_figure(title: str, rows: list[Row], summaries: dict[str, dict]) -> 
     ax.set_xlabel("test accuracy %")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
-    return _png(fig)
+    return fig
 
 
-def robustness_comparison_figure(means: list[tuple[Row, dict]]) -> bytes:
+def robustness_comparison_figure(means: list[tuple[Row, dict]]) -> Figure:
     """Masked-audio and masked-visual curves of each model (solid) beside Table V (dashed),
     and the noisy-audio curve where it was measured."""
     noise = any("noise" in m for _, m in means)
@@ -99,10 +103,10 @@ def robustness_comparison_figure(means: list[tuple[Row, dict]]) -> bytes:
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
-def fold_curves_figure(models: list[tuple[str, list[Path]]]) -> bytes:
+def fold_curves_figure(models: list[tuple[str, list[Path]]]) -> Figure:
     """Train and validation accuracy per epoch of every fold, one panel per model, with each
     fold's evaluated epoch (best on validation, or the last with ``train.select=last``)
     marked and chance drawn; a model whose folds trained on their val actors says so."""
@@ -134,7 +138,7 @@ def fold_curves_figure(models: list[tuple[str, list[Path]]]) -> bytes:
     axes[0, 0].set_ylabel("accuracy % (solid: val, dotted: train)")
     axes[0, 0].legend(fontsize=6)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
 def _accuracy_rows(rows: list[Row], summaries: dict[str, dict]) -> list[list]:
@@ -176,6 +180,9 @@ def build_overview(out_dir: str | Path) -> Path:
         raise AttsfError(f"{root}: no finished fold here or in its model folders; run `attsf cv` or "
                          "`attsf experiment` first")
     folds = {slug: fold_summary(d) for slug, (_, d) in models.items()}
+    log.info("report of %s: %d model(s), %d finished run(s)", root, len(models),
+             sum(len(f["folds"]) for f in folds.values()))
+    folder = root / "figures"
     figures: dict[str, bytes] = {}
     parts = [f"<h1>attsf report: {html.escape(root.name)}</h1>", f"<p>Folder <code>{html.escape(str(root))}</code>; "
              "test accuracy of each fold's evaluated weights (its best validation epoch, or its last epoch "
@@ -186,7 +193,7 @@ def build_overview(out_dir: str | Path) -> Path:
             continue
         summaries = read_json(root / f"{name}.json")  # the folds this experiment ran
         present = [r for r in exp_rows if r.slug in summaries]
-        figures[name] = accuracy_figure(name, present, summaries)
+        figures[name] = save_figure(accuracy_figure(name, present, summaries), folder, name)
         parts.append(f"<h2>{name}</h2>" + html_table(head, _accuracy_rows(present, summaries))
                      + html_img(figures[name], name))
     if len(models) == 1:
@@ -194,7 +201,7 @@ def build_overview(out_dir: str | Path) -> Path:
         parts.append("<h2>Cross-validation</h2>" + html_table(head, _accuracy_rows([row], folds)))
     means = [(row, mean) for row, d in models.values() if (mean := fold_robustness(d))]
     if means:
-        figures["robustness"] = robustness_comparison_figure(means)
+        figures["robustness"] = save_figure(robustness_comparison_figure(means), folder, "robustness")
         rhead, rrows = _robustness_rows(means)
         parts.append("<h2>Robustness: test accuracy % with a fraction r of one modality replaced by noise "
                      "(mean over folds)</h2>" + html_table(rhead, rrows) + html_img(figures["robustness"], "robustness"))
@@ -203,15 +210,15 @@ def build_overview(out_dir: str | Path) -> Path:
         ["model", "folds", *labels], [[row.name, len(folds[slug]["folds"]),
                                        *(f"{folds[slug]['per_class_recall_mean'][c]:.1f}" for c in labels)]
                                       for slug, (row, _) in models.items()]))
-    figures["curves"] = fold_curves_figure([(row.name, _folds(d)) for row, d in models.values()])
+    figures["curves"] = save_figure(fold_curves_figure([(row.name, _folds(d)) for row, d in models.values()]), folder,
+                                    "curves")
     parts.append("<h2>Training curves of every fold</h2>" + html_img(figures["curves"], "training curves"))
     parts.append("<h2>Confusion matrices pooled over each model's finished folds</h2>")
     for slug, (row, d) in models.items():
         confusion, names = pooled_confusion(d)
-        figures[f"confusion_{slug}"] = confusion_figure(confusion, names)
+        figures[f"confusion_{slug}"] = save_figure(confusion_figure(confusion, names), folder, f"confusion_{slug}")
         parts.append(f"<h3>{html.escape(row.name)}</h3>" + html_img(figures[f"confusion_{slug}"], row.name))
     if len(models) == 1:
         parts.append(provenance_section(next(iter(models.values()))[1] / "cv.json"))
-    for name, png in figures.items():
-        atomic_write_bytes(root / "figures" / f"{name}.png", png)
+    log.info("report: %d figures -> %s/ (PNG, SVG, PDF)", len(figures), folder)
     return write_page(root / "report.html", parts)

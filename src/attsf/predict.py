@@ -120,7 +120,7 @@ class EmotionRecognizer:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None,
                         allow_unfinished: bool = False) -> EmotionRecognizer:
-        """A run directory (its best weights) or a ``.safetensors`` weights file with its
+        """A run directory (its kept weights) or a ``.safetensors`` weights file with its
         ``.json`` sidecar. The weights of a run stopped before its end are refused unless
         ``allow_unfinished`` (the card then says "unfinished, epoch k of n")."""
         path = Path(path)

@@ -1,10 +1,12 @@
 """``attsf report RUN_DIR``: the figures a paper would show for one run, and one
 self-contained HTML page (images embedded) that opens offline.
 
-Figures: normalised confusion matrix, t-SNE of the fused features coloured by class,
-training curves, robustness curves (when ``attsf robustness`` has run), and the paper's
+Figures (PNG in the page; PNG, SVG and PDF under ``figures/``): normalised confusion
+matrix, t-SNE of the features the classifier reads, coloured by class, training curves,
+robustness curves (when ``attsf robustness`` has run), and for a fused network the paper's
 Fig. 4 kind of table: test clips where both unimodal heads are wrong and the fusion is
-right, and the reverse.
+right, and the reverse. The page also shows the run's settings that differ from the
+defaults, its whole config, and its provenance; a demo run carries the demo's warning.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import csv
 import html
 import io
 import json
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -21,20 +24,30 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from attsf.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 
+log = logging.getLogger("attsf")
 DPI = 150  # print quality
+# the page embeds the PNG; SVG and PDF are for papers. No dates inside: a file changes with its content only
+FORMATS = {"png": None, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+def save_figure(fig: Figure, folder: Path, name: str) -> bytes:
+    """``fig`` as ``folder/name.{png,svg,pdf}`` (each written atomically); returns the PNG."""
+    out = {}
+    for fmt, metadata in FORMATS.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=DPI, bbox_inches="tight", metadata=metadata)
+        out[fmt] = buf.getvalue()
+        atomic_write_bytes(folder / f"{name}.{fmt}", out[fmt])
     plt.close(fig)
-    return buf.getvalue()
+    return out["png"]
 
 
-def confusion_figure(confusion: list[list[int]], labels: list[str]) -> bytes:
+def confusion_figure(confusion: list[list[int]], labels: list[str]) -> Figure:
     """Counts and row-normalised values (the recall of each true class) in every cell,
     coloured by the normalised value."""
     from sklearn.metrics import ConfusionMatrixDisplay
@@ -51,7 +64,7 @@ def confusion_figure(confusion: list[list[int]], labels: list[str]) -> bytes:
     ax.set_ylabel("true class")
     ax.set_xlabel("predicted class")
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
-    return _png(fig)
+    return fig
 
 
 def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -62,18 +75,18 @@ def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
 
 
-def tsne_figure(points: np.ndarray, y: np.ndarray, labels: list[str]) -> bytes:
+def tsne_figure(points: np.ndarray, y: np.ndarray, labels: list[str], what: str = "fused features") -> Figure:
     fig, ax = plt.subplots(figsize=(6, 5))
     cmap = plt.get_cmap("tab10")
     for c, name in enumerate(labels):
         sel = y == c
         if sel.any():
             ax.scatter(points[sel, 0], points[sel, 1], s=14, color=cmap(c % 10), label=name)
-    ax.set_title("t-SNE of the fused features (test clips)")
+    ax.set_title(f"t-SNE of the {what} (test clips)")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=8, markerscale=1.5, loc="best")
-    return _png(fig)
+    return fig
 
 
 def epoch_series(metrics_csv: Path) -> dict[str, dict[int, float]]:
@@ -91,14 +104,17 @@ def epoch_series(metrics_csv: Path) -> dict[str, dict[int, float]]:
 
 # losses a run logs, by panel: the classification losses, then L_sim (larger, on its own axis)
 CLASS_LOSSES = {"loss_av": "fused head", "loss_a": "audio head", "loss_v": "visual head", "loss": "total"}
+# what the network is, by config modalities: its own head's loss is "loss_av" in either case
+NETWORK = {"av": "fused head", "a": "audio network", "v": "visual network"}
 
 
 def curves_figure(metrics_csv: Path, selected_epoch: int | None = None, n_classes: int | None = None,
-                  val_trained_on: bool = False) -> bytes | None:
+                  val_trained_on: bool = False, modalities: str = "av") -> Figure | None:
     """Accuracy (or MAE) with chance and the evaluated epoch marked (the best on validation,
     or the last with ``train.select=last``), the classification losses, and L_sim apart (its
-    scale would flatten the others). ``val_trained_on`` (``data.train_on=train+val``): the
-    val curves are labelled as actors the run trained on."""
+    scale would flatten the others; on a log scale). ``val_trained_on``
+    (``data.train_on=train+val``): the val curves, if any, are labelled as actors the run
+    trained on. Epochs are counted from 1, on whole-number ticks."""
     if not metrics_csv.is_file():
         return None
     series = epoch_series(metrics_csv)
@@ -120,27 +136,31 @@ def curves_figure(metrics_csv: Path, selected_epoch: int | None = None, n_classe
     cls = axes[1]
     parts = [k for k in CLASS_LOSSES if f"train_{k}" in series]
     parts = [k for k in parts if k != "loss"] or parts  # the total only when there are no parts
+    names = CLASS_LOSSES | {"loss_av": NETWORK.get(modalities, "fused head")}
     for i, key in enumerate(parts):
         color = plt.get_cmap("tab10")(i)
-        plot(cls, f"train_{key}", f"train, {CLASS_LOSSES[key]}", color=color)
+        plot(cls, f"train_{key}", f"train, {names[key]}", color=color)
         if f"val_{key}" in series:
-            plot(cls, f"val_{key}", f"{val}, {CLASS_LOSSES[key]}", color=color, ls="--")
+            plot(cls, f"val_{key}", f"{val}, {names[key]}", color=color, ls="--")
     cls.set_title("Classification losses" if parts != ["loss"] else "Loss")
     if has_sim:
         plot(axes[2], "train_loss_sim", "train")
         if "val_loss_sim" in series:
             plot(axes[2], "val_loss_sim", val, ls="--")
         axes[2].set_title("L_sim (similarity loss, eq. 17)")
+        if min(series["train_loss_sim"].values()) > 0:
+            axes[2].set_yscale("log")
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if selected_epoch is not None:
             ax.axvline(selected_epoch + 1, color="#d62728", lw=1, alpha=.7, label=f"evaluated epoch ({selected_epoch + 1})")
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
-def robustness_figure(result: dict) -> bytes:
+def robustness_figure(result: dict) -> Figure:
     """Accuracy with a fraction r of one modality replaced by noise (from r = 0, clean), and
     with noisy audio at the measured SNRs."""
     noise = "noise" in result
@@ -167,7 +187,7 @@ def robustness_figure(result: dict) -> bytes:
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
 def fusion_cases(pred: dict[str, np.ndarray], ids: list[str], labels: list[str], limit: int = 10) -> dict[str, list]:
@@ -239,61 +259,94 @@ def provenance_section(doc_path: Path) -> str:
     prov = json.loads(doc_path.read_text()).get("provenance") if doc_path.is_file() else None
     if not prov:
         return ""
-    return "<h2>Provenance</h2>" + html_table(["", ""], [list(r) for r in describe(prov)])
+    return "<h2>Provenance</h2>" + html_table(["what", "recorded"], [list(r) for r in describe(prov)])
 
 
 def write_page(path: Path, parts: list[str]) -> Path:
     """One self-contained HTML page of ``parts`` (images are embedded data URIs)."""
     style = ("body{font:14px/1.4 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem}"
              "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}"
-             "img{max-width:100%}")
+             "img{max-width:100%}.banner{background:#fff3cd;border:1px solid #e0b000;padding:.5rem .8rem;"
+             "font-weight:600}pre{background:#f6f6f6;padding:.5rem;overflow:auto}")
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>attsf report</title>'
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
     atomic_write_text(path, page)
     return path
 
 
+def config_section(cfg) -> str:
+    """The run's settings that differ from attsf's defaults (the paper's), then its whole
+    config folded away."""
+    import yaml
+
+    from attsf.config import Config
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in tree.items():
+            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+        return out
+
+    mine, default = flat(cfg.to_dict()), flat(Config().to_dict())
+    rows = [[k, v, default.get(k, "-")] for k, v in mine.items() if k != "name" and v != default.get(k)]
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    return ("<h2>Settings</h2><p>Where this run differs from the defaults (the paper's settings):</p>"
+            + html_table(["key", "this run", "default"], rows)
+            + f"<details><summary>The whole config (config.yaml)</summary><pre>{html.escape(text)}</pre></details>")
+
+
 def build_report(run_dir: str | Path, seed: int = 0, cache: str | None = None) -> Path:
-    """Figures under ``RUN_DIR/figures/`` and ``RUN_DIR/report.html``."""
+    """Figures under ``RUN_DIR/figures/`` and ``RUN_DIR/report.html``; says each step."""
+    from attsf.card import model_card
     from attsf.data.datamodule import ClipDataModule
-    from attsf.evaluate import metrics_for, open_run, predict_dataset
+    from attsf.evaluate import MODEL_FILE, metrics_for, open_run, predict_dataset
 
     root = Path(run_dir)
     run = open_run(root, cache=cache)
     dataset = ClipDataModule(run.cfg).dataset("test")
+    log.info("report of %s: predicting its %d test clips", root, len(dataset))
     pred = predict_dataset(run.model, dataset, batch_size=32)
     regression = run.cfg.model.task == "regression"
+    modalities = run.cfg.model.modalities
     metrics = metrics_for(pred, run.labels, regression)
+    folder = root / "figures"
     figures: dict[str, bytes] = {}
     if not regression:
-        figures["confusion"] = confusion_figure(metrics["confusion"], run.labels)
+        figures["confusion"] = save_figure(confusion_figure(metrics["confusion"], run.labels), folder, "confusion")
         if "features" in pred and len(pred["features"]) > 5:
-            figures["tsne"] = tsne_figure(tsne_embedding(pred["features"], seed), pred["label"].astype(int), run.labels)
-    best = root / "checkpoints" / "model.json"
-    curves = curves_figure(root / "metrics.csv", json.loads(best.read_text()).get("epoch") if best.is_file() else None,
-                           None if regression else len(run.labels), run.cfg.data.train_on == "train+val")
+            log.info("report: t-SNE of %d feature vectors", len(pred["features"]))
+            what = "fused features" if modalities == "av" else f"{NETWORK[modalities]}'s features"
+            points = tsne_embedding(pred["features"], seed)
+            figures["tsne"] = save_figure(tsne_figure(points, pred["label"].astype(int), run.labels, what), folder, "tsne")
+    side = root / "checkpoints" / "model.json"
+    curves = curves_figure(root / "metrics.csv", json.loads(side.read_text()).get("epoch") if side.is_file() else None,
+                           None if regression else len(run.labels), run.cfg.data.train_on == "train+val", modalities)
     if curves:
-        figures["curves"] = curves
+        figures["curves"] = save_figure(curves, folder, "curves")
     robust_path = root / "robustness.json"
     robust = json.loads(robust_path.read_text()) if robust_path.is_file() else None
     if robust:
-        figures["robustness"] = robustness_figure(robust)
-    for name, png in figures.items():
-        atomic_write_bytes(root / "figures" / f"{name}.png", png)
+        figures["robustness"] = save_figure(robustness_figure(robust), folder, "robustness")
+    log.info("report: %d figures -> %s/ (PNG, SVG, PDF)", len(figures), folder)
 
-    parts = [f"<h1>attsf report: {html.escape(run.cfg.name)}</h1>",
-             f"<p>Run <code>{html.escape(str(root))}</code>, test split, {metrics['n']} clips.</p>"]
+    card = model_card(root / MODEL_FILE, json.loads(side.read_text()) if side.is_file() else {})
+    parts = [f"<h1>attsf report: {html.escape(run.cfg.name)}</h1>"]
+    if card.get("warning"):
+        parts.append(f'<p class="banner">{html.escape(card["warning"])}</p>')
+    parts.append(f"<p>Run <code>{html.escape(str(root))}</code> ({' + '.join(card['modalities'])}), test split, "
+                 f"{metrics['n']} clips.</p>")
     if not regression:
         metrics["chance"] = 1 / len(run.labels)
     parts.append("<h2>Metrics</h2>" + html_table(["metric", "value"], metric_rows(metrics)))
     if "per_class_recall" in metrics:
         parts.append("<h2>Per-class recall</h2>" + html_table(
             ["class", "recall"], [[k, f"{v * 100:.1f} %"] for k, v in metrics["per_class_recall"].items()]))
-    titles = {"confusion": "Confusion matrix", "tsne": "t-SNE of the fused features", "curves": "Training curves",
-              "robustness": "Robustness"}
+    titles = {"confusion": "Confusion matrix", "tsne": "t-SNE of the features the classifier reads",
+              "curves": "Training curves", "robustness": "Robustness"}
     for name, png in figures.items():
         parts.append(f"<h2>{titles[name]}</h2>{html_img(png, titles[name])}")
     cases = fusion_cases(pred, [r.id for r in dataset.records], run.labels) if not regression else {}
     parts += fusion_section(cases)
+    parts.append(config_section(run.cfg))
     parts.append(provenance_section(root / "metrics.json"))
     return write_page(root / "report.html", parts)
