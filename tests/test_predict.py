@@ -88,6 +88,55 @@ def test_predict_applies_a_speaker_normalised_runs_statistics(recognizer, clips)
     torch.testing.assert_close(normed["audio"], (raw - mean[:, None]) / std[:, None])
 
 
+def test_same_speaker_clips_are_normalised_with_their_own_statistics(recognizer, demo_dir, clips):
+    """Enrolment (``--same-speaker``): a speaker-normalised model takes the statistics of the
+    given clips of one person, as training took each speaker's own; a model trained without
+    speaker normalisation refuses, in one line."""
+    import torch
+
+    from attsf.data import normalize
+    from attsf.predict import EmotionRecognizer
+
+    paths = [clips["audio"], clips["video"]]
+    raw = [recognizer.prepare(p)[1]["audio"] for p in paths]
+    pooled = {"audio": (torch.zeros(raw[0].shape[0]), torch.ones(raw[0].shape[0]))}
+    prep = dict(recognizer.preprocessing, normalization={"kind": "speaker", "fallback": normalize.to_json(pooled)})
+    rec = EmotionRecognizer(recognizer.cfg, recognizer.labels, recognizer.model, prep, card=recognizer.card)
+    speaker = rec.speaker_statistics(paths)
+    mean, std = normalize.clip_stats({"audio": a} for a in raw)["audio"]
+    assert speaker.clips == 2
+    torch.testing.assert_close(rec.prepare(paths[0], speaker)[1]["audio"], (raw[0] - mean[:, None]) / std[:, None])
+    torch.testing.assert_close(rec.prepare(paths[0])[1]["audio"], raw[0])  # a stranger: the pooled statistics
+    enrolled, alone = rec.predict_many(paths, same_speaker=True), rec.predict_many(paths)
+    assert [r.speaker_clips for r in enrolled] == [2, 2] and [r.speaker_clips for r in alone] == [None, None]
+    assert enrolled[0].probabilities != alone[0].probabilities
+    with pytest.raises(AttsfError, match="not trained with speaker normalisation"):
+        recognizer.predict_many(paths, same_speaker=True)
+    bad = cli("predict", *map(str, paths), "--run", str(demo_dir / "run"), "--same-speaker", check=False)
+    assert bad.returncode == 2 and "not trained with speaker normalisation" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_export_writes_weights_with_a_card_that_predict_reads(demo_dir, clips, tmp_path):
+    """``attsf export``: the run's weights and sidecar with the card's text and the held-out
+    figures it measured; ``--run`` takes the file, and the card travels to --json."""
+    about = tmp_path / "about.yaml"
+    about.write_text("title: Demo emotions\nintended_use: trying attsf out\nlimitations: [generated clips only]\n")
+    out = cli("export", str(demo_dir / "run"), "--name", "demo-model", "--out", str(tmp_path), "--about", str(about))
+    assert "demo-model.safetensors" in out.stdout and "new-speaker" in out.stdout
+    side = json.loads((tmp_path / "demo-model.json").read_text())
+    test = json.loads((demo_dir / "run" / "metrics.json").read_text())["test"]
+    assert side["card"]["evaluation"]["new_speaker"]["accuracy"] == round(100 * test["accuracy"], 2)
+    weights = (demo_dir / "run/checkpoints/model.safetensors").read_bytes()
+    assert (tmp_path / "demo-model.safetensors").read_bytes() == weights
+    doc = json.loads(cli("predict", str(clips["video"]), "--run", str(tmp_path / "demo-model.safetensors"),
+                         "--json").stdout)
+    card = doc["model"]
+    assert card["name"] == "Demo emotions" and card["config"] == "demo" and card["limitations"] == ["generated clips only"]
+    assert doc["clips"][0]["label"] and card["warning"]  # still the demo's warning
+    bad = cli("export", str(tmp_path), "--name", "x", check=False)
+    assert bad.returncode == 2 and "not a finished run" in bad.stderr
+
+
 def test_predict_cli(demo_dir, clips):
     run = str(demo_dir / "run")
     out = cli("predict", str(clips["video"]), "--run", run, "--json").stdout

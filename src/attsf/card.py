@@ -36,6 +36,10 @@ def model_card(weights: Path, side: dict) -> dict:
         summary = read_json(cv)
         card["cv"] = {"accuracy_mean": round(summary["accuracy_mean"], 2), "accuracy_std": round(summary["accuracy_std"], 2),
                       "runs": len(summary.get("folds", {}))}
+    about = side.get("card") or {}  # an exported model's card (attsf export): what it is for, how it was measured
+    if about:
+        card["config"], card["name"] = card["name"], about.get("title", card["name"])
+        card.update({k: v for k, v in about.items() if k != "title"})
     if card["dataset"] in SYNTHETIC or visual.get("source") == "demo":
         card["warning"] = WARNING
     card["unfinished"] = None
@@ -50,7 +54,12 @@ def model_card(weights: Path, side: dict) -> dict:
 def card_line(card: dict) -> str:
     """One line for a terminal."""
     acc = "test accuracy not recorded"
-    if card["cv"]:
+    held_out = (card.get("evaluation") or {})
+    if "new_speaker" in held_out:
+        acc = f"on {len(held_out['speakers'])} held-out speakers {held_out['new_speaker']['accuracy']:.1f} % as new speakers"
+        if "own_speaker" in held_out:
+            acc += f", {held_out['own_speaker']['accuracy']:.1f} % with each speaker's own statistics (--same-speaker)"
+    elif card["cv"]:
         acc = f"test accuracy {card['cv']['accuracy_mean']:.2f} ± {card['cv']['accuracy_std']:.2f} % over " \
               f"{card['cv']['runs']} runs"
     elif card["test_accuracy"] is not None:

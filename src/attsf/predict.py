@@ -43,8 +43,11 @@ class Prediction:
     path: str
     label: str | None = None  # from the fused head, or the only head the clip's modalities allow
     probabilities: dict[str, float] | None = None  # fused head (or that one head); None: no answer
-    audio_probabilities: dict[str, float] | None = None  # audio AVAM head
-    visual_probabilities: dict[str, float] | None = None  # visual AVAM head
+    audio_probabilities: dict[str, float] | None = None  # from the audio alone (fallback network or AVAM head)
+    visual_probabilities: dict[str, float] | None = None  # from the visual input alone
+    # a speaker-normalised model: the clips of this speaker whose statistics normalised the
+    # input (enrolment), or None: the training speakers' pooled statistics (a new speaker)
+    speaker_clips: int | None = None
     modalities: list[str] = field(default_factory=list)
     face_boxes: list[list[float]] = field(default_factory=list)  # per frame, x0 y0 x1 y1 full-frame pixels
     face_detected: list[bool] = field(default_factory=list)  # per frame: MTCNN found the face (else a fallback box)
@@ -71,6 +74,14 @@ class Prediction:
         return d
 
 
+@dataclass(frozen=True)
+class SpeakerStats:
+    """A speaker's input statistics (``normalize.Stats``) and how many clips they came from."""
+
+    stats: normalize.Stats
+    clips: int
+
+
 def _softmax(logits: torch.Tensor, labels: list[str]) -> dict[str, float]:
     probs = torch.softmax(logits.float(), -1)
     if not torch.isfinite(probs).all():  # never an answer of NaNs
@@ -93,6 +104,8 @@ class EmotionRecognizer:
             prep = PrepSettings.from_index(preprocessing)
         except AttsfError as exc:
             raise AttsfError(f"this run cannot take raw clips: {exc}") from None
+        if cfg.model.modalities == "a":  # an audio network takes no visual input, whatever its cache held
+            prep = replace(prep, visual="none")
         if prep.visual == "features":
             raise AttsfError("this run was trained on precomputed visual features (e.g. an AU table); "
                              "raw clips need a run trained on face frames or EfficientFace features")
@@ -123,7 +136,14 @@ class EmotionRecognizer:
         """A run directory (its kept weights) or a ``.safetensors`` weights file with its
         ``.json`` sidecar. The weights of a run stopped before its end are refused unless
         ``allow_unfinished`` (the card then says "unfinished, epoch k of n")."""
+        from attsf.export import packaged_model, packaged_models
+
         path = Path(path)
+        if not path.exists() and (packaged := packaged_model(str(path))):  # a packaged model by name
+            path = packaged
+        if not path.exists():
+            raise AttsfError(f"{path}: not a run directory, a weights file or a packaged model "
+                             f"({', '.join(packaged_models()) or 'none installed'})")
         if path.is_dir():  # a run directory: opened as evaluate does
             run = open_run(path)
             weights, cfg, labels, model = path / MODEL_FILE, run.cfg, run.labels, run.model
@@ -141,9 +161,10 @@ class EmotionRecognizer:
         return cls(cfg, labels, model, preprocessing, device, card)
 
     # ------------------------------------------------------------------ inference
-    def prepare(self, path: str | Path) -> tuple[Prediction, dict[str, torch.Tensor]]:
+    def prepare(self, path: str | Path, speaker: SpeakerStats | None = None) -> tuple[Prediction, dict[str, torch.Tensor]]:
+        """The clip's model inputs, normalised with ``speaker``'s statistics where given."""
         path = Path(path)
-        result, arrays = Prediction(str(path)), {}
+        result, arrays = Prediction(str(path), speaker_clips=speaker.clips if speaker else None), {}
         info = probe(path)
         if not info.has_audio and not info.has_video:
             raise AttsfError(f"{path}: no audio or video stream")
@@ -172,7 +193,26 @@ class EmotionRecognizer:
         if left_out:
             answered = " + ".join(result.modalities)
             result.note = "; ".join(left_out) + (f": answered from the {answered} alone" if answered else "")
-        return result, normalize.apply(arrays, self.norm_stats)
+        return result, normalize.apply(arrays, self.norm_stats | (speaker.stats if speaker else {}))
+
+    def speaker_statistics(self, paths: list[str | Path]) -> SpeakerStats:
+        """Enrolment: the statistics of one speaker's clips (their MFCCs over every frame), as
+        training normalised each speaker with its own clips (``data.normalize=speaker``).
+        Clips without speech are passed over; pass the result to ``predict_many(speaker=)``."""
+        if not self.norm_stats:
+            raise AttsfError("this model was not trained with speaker normalisation (data.normalize=speaker): "
+                             "it has no use for a speaker's statistics")
+        items = []
+        for path in paths:
+            try:
+                audio = self._speech_mfcc(Path(path), Prediction(str(path))) if probe(Path(path)).has_audio else None
+            except AttsfError:
+                audio = None
+            if audio is not None:
+                items.append({"audio": audio})
+        if not items:
+            raise AttsfError("none of the clips has speech to take the speaker's statistics from")
+        return SpeakerStats(normalize.clip_stats(items), len(items))
 
     def _speech_mfcc(self, path: Path, result: Prediction) -> torch.Tensor | None:
         """The MFCC input of the clip's audio, or None (no MFCC computed) when it holds too
@@ -231,10 +271,11 @@ class EmotionRecognizer:
             self.cropper.detect(blank)
         self._forward([self._fill({})])
 
-    def predict(self, path: str | Path) -> Prediction:
-        """One clip; a clip that cannot be used raises :class:`AttsfError` (one line)."""
+    def predict(self, path: str | Path, speaker: SpeakerStats | None = None) -> Prediction:
+        """One clip (of the speaker ``speaker`` holds the statistics of, if given); a clip
+        that cannot be used raises :class:`AttsfError` (one line)."""
         start = time.perf_counter()
-        result, arrays = self.prepare(path)
+        result, arrays = self.prepare(path, speaker)
         if not arrays:  # neither speech nor a face: no answer
             result.timings["total"] = time.perf_counter() - start
             return result
@@ -245,16 +286,21 @@ class EmotionRecognizer:
         result.timings["total"] = time.perf_counter() - start
         return result
 
-    def predict_many(self, paths: list[str | Path], batch_size: int = 16) -> list[Prediction]:
+    def predict_many(self, paths: list[str | Path], batch_size: int = 16, same_speaker: bool = False,
+                     speaker: SpeakerStats | None = None) -> list[Prediction]:
         """Several clips, one forward pass per batch; a clip that cannot be used comes back
-        with ``error`` set instead of stopping the others."""
+        with ``error`` set instead of stopping the others. ``same_speaker``: the clips are of
+        one person, normalised with their own statistics (as the own-speaker figures are
+        measured); ``speaker``: statistics enrolled before (``speaker_statistics``)."""
+        if same_speaker:
+            speaker = self.speaker_statistics(paths)
         results: list[Prediction] = []
         for lo in range(0, len(paths), batch_size):
             ready: list[tuple[Prediction, dict]] = []
             for path in paths[lo : lo + batch_size]:
                 start = time.perf_counter()
                 try:
-                    result, arrays = self.prepare(path)
+                    result, arrays = self.prepare(path, speaker)
                     result.timings["total"] = time.perf_counter() - start
                     if arrays:
                         ready.append((result, self._fill(arrays)))

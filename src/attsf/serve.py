@@ -7,7 +7,8 @@ busy server (``max_pending`` uploads in flight) answers 503 before reading a bod
 file name), checked for duration, and answered with a 4xx and a one-line reason when
 unusable. Predictions run in a worker thread, one at a time, so the server keeps answering
 /health under load. The page offers example clips (``/examples``): a folder of the user's
-own (``--examples``), or three clips generated at start-up. The API is described by
+own (``--examples``), or for the demo model three clips generated at start-up (a real
+model gets no generated examples: they are not what it was trained on). The API is described by
 ``/openapi.json``; there is no ``/docs`` page, as FastAPI's loads its scripts from a CDN
 and the server must work offline.
 """
@@ -29,6 +30,7 @@ from typing import Annotated
 from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
+from attsf.card import SYNTHETIC
 from attsf.data.audio import ClipTooLong
 from attsf.data.media import AUDIO_SUFFIXES, MEDIA_SUFFIXES, probe
 from attsf.errors import AttsfError
@@ -226,7 +228,7 @@ def _exit_on_sigterm(signum: int, frame) -> None:
 def serve(run: str, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits = ServeLimits(),
           examples: str | None = None, allow_unfinished: bool = False) -> None:
     """Serve the page and API until interrupted; ``examples``: a folder of clips the page
-    offers (default: three generated at start-up)."""
+    offers (default: three generated at start-up for the demo model, none for a real one)."""
     import uvicorn
 
     from attsf.data.synthetic import example_clips
@@ -237,7 +239,8 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimi
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with tempfile.TemporaryDirectory(prefix="attsf-examples-") as tmp:
         folder = Path(examples or tmp)
-        offered = example_files(folder) if examples else example_clips(folder)
+        synthetic = recognizer.card.get("dataset") in SYNTHETIC
+        offered = example_files(folder) if examples else example_clips(folder) if synthetic else {}
         recognizer.warmup()
         app = create_app(recognizer, limits, (folder, offered))
         print(f"attsf serve: http://{host}:{port}/  (API: POST /predict, GET /health, /openapi.json)")

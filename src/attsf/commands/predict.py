@@ -10,6 +10,8 @@ from pathlib import Path
 from attsf.commands.args import count, port, positive
 from attsf.errors import AttsfError
 
+DEFAULT_MODEL = "ravdess-speech"  # packaged in attsf/pretrained (attsf export)
+
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import csv
@@ -29,7 +31,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from attsf.card import card_line
 
     rec = EmotionRecognizer.from_pretrained(args.run, allow_unfinished=args.allow_unfinished)
-    results = rec.predict_many(paths)
+    results = rec.predict_many(paths, same_speaker=args.same_speaker)
     as_csv = args.csv or (len(args.clips) == 1 and Path(args.clips[0]).is_dir() and not args.json)
     if not args.json:  # the card on stderr keeps the table and CSV clean for pipes
         print(card_line(rec.card), file=sys.stderr)
@@ -86,14 +88,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("predict", help="emotion of your own clips (table, --json, or CSV for a folder)")
     pr.add_argument("clips", nargs="+", help="video or audio files, or folders of them")
-    pr.add_argument("--run", required=True, help="run directory or weights .safetensors (with its .json sidecar)")
+    pr.add_argument("--run", default=DEFAULT_MODEL, help="run directory, weights .safetensors (with its .json "
+                    f"sidecar) or a packaged model's name (default {DEFAULT_MODEL}: RAVDESS speech, audio only)")
+    pr.add_argument("--same-speaker", action="store_true", help="the clips are of one person: normalise them with "
+                    "their own statistics, as the model was trained (more accurate than as a stranger; several clips)")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.add_argument("--csv", action="store_true", help="print CSV (the default for a folder)")
     pr.add_argument("--allow-unfinished", action="store_true", help="use the weights of a run stopped before its end")
     pr.set_defaults(func=cmd_predict)
 
     sv = sub.add_parser("serve", help="web page and JSON API for predictions")
-    sv.add_argument("--run", required=True, help="run directory or weights .safetensors")
+    sv.add_argument("--run", default=DEFAULT_MODEL, help="run directory, weights .safetensors or a packaged model's "
+                    f"name (default {DEFAULT_MODEL})")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=port, default=8000)
     sv.add_argument("--max-mb", type=positive, default=50, help="upload size limit in MB")

@@ -76,6 +76,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if all(r[3] for r in rows) else 1
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from attsf.export import export_model
+    from attsf.io import read_json
+
+    target = export_model(args.run_dir, args.out, args.name, args.about)
+    card = read_json(target.with_suffix(".json"))["card"]
+    ev = card["evaluation"]
+    scores = ", ".join(f"{k.replace('_', '-')} {v['accuracy']:.2f} %" for k, v in ev.items() if k.endswith("_speaker"))
+    print(f"{target} (+ .json): {card['title']}; held-out speakers {' '.join(ev['speakers'])}: {scores}")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train one run (one fold) from a config")
     t.add_argument("config", nargs="?", help="YAML config path or packaged name (e.g. ravdess_au)")
@@ -101,3 +112,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     vf.add_argument("--cache", help="the cache, where it is not at the recorded path")
     vf.add_argument("--out", help="run directory (default runs/verify/NAME-RUN; resumed if it exists)")
     vf.set_defaults(func=cmd_verify)
+
+    ex = sub.add_parser("export", help="a finished run's weights as a model to share: NAME.safetensors + NAME.json "
+                        "(config, statistics, and a card with its held-out accuracy as new and own speakers)")
+    ex.add_argument("run_dir")
+    ex.add_argument("--name", required=True, help="file name of the model, e.g. ravdess-speech")
+    ex.add_argument("--out", default=".", help="folder to write to (default: here)")
+    ex.add_argument("--about", help="YAML with the card's text: title, intended_use, limitations, licence, ...")
+    ex.set_defaults(func=cmd_export)

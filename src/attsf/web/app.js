@@ -18,20 +18,43 @@ function cardField(name, value) {
   return el("div", {}, el("b", { textContent: name }), value);
 }
 
+// the accuracy to expect: an exported model's held-out figures, else the run's test accuracy
+function expected(c) {
+  const ev = c.evaluation || {};
+  if (ev.new_speaker) {
+    const own = ev.own_speaker ? ` · ${ev.own_speaker.accuracy.toFixed(1)} % with several clips of the speaker` : "";
+    return `${ev.new_speaker.accuracy.toFixed(1)} % on a new speaker's clip${own} (${ev.speakers.length} held-out actors)`;
+  }
+  if (c.cv) return `${c.cv.accuracy_mean.toFixed(2)} ± ${c.cv.accuracy_std.toFixed(2)} % (${c.cv.runs} runs)`;
+  return c.test_accuracy != null ? `${c.test_accuracy.toFixed(2)} % (one run)` : "not recorded";
+}
+
 fetch("/health").then(r => r.json()).then(h => {
   const c = h.model || {};
-  const acc = c.cv ? `${c.cv.accuracy_mean.toFixed(2)} ± ${c.cv.accuracy_std.toFixed(2)} % (${c.cv.runs} runs)`
-    : (c.test_accuracy != null ? `${c.test_accuracy.toFixed(2)} % (one run)` : "not recorded");
+  const audioOnly = !(c.modalities || []).some(m => m !== "audio");
+  $("subtitle").textContent = audioOnly ? "attsf — emotion in speech (an audio-only network)"
+    : "attsf — ATTSF-Net audio-visual emotion recognition";
+  $("drop-text").textContent = audioOnly ? "Drop an audio clip here (or a video: its sound is used)"
+    : "Drop a video or audio clip here";
   const data = c.train_clips ? `${c.dataset}, ${c.train_clips} clips of ${c.train_speakers} speakers` : (c.dataset || "unknown");
   const card = $("card");
   card.textContent = "";
   card.append(cardField("Model", `${c.name}`), cardField("Trained on", data),
-              cardField("Input", (c.modalities || []).join(" + ")), cardField("Test accuracy", acc),
+              cardField("Input", (c.modalities || []).join(" + ")), cardField("Accuracy to expect", expected(c)),
               cardField("Chance", `${c.chance} % (${h.labels.length} classes)`));
+  if (c.intended_use) card.append(cardField("Intended use", c.intended_use));
+  if (c.limitations) card.append(cardField("Limitations", [].concat(c.limitations).join(" ")));
+  if (c.licence) card.append(cardField("Licence", c.licence));
   card.title = `run ${c.run}; classes: ${h.labels.join(", ")}`;
   if (c.warning) { $("banner").textContent = c.warning; $("banner").hidden = false; }
-  $("info").textContent = `mp4, mov, webm, mkv or audio · up to ${h.max_upload_mb} MB and ${h.max_seconds} s · classes: ${h.labels.join(", ")}`;
+  $("info").textContent = `${audioOnly ? "wav, flac, mp3, ogg or a video" : "mp4, mov, webm, mkv or audio"} · up to ` +
+    `${h.max_upload_mb} MB and ${h.max_seconds} s · classes: ${h.labels.join(", ")}`;
 });
+
+// on a narrow screen the result panel is below the clip panel: bring it into view
+function reveal() {
+  if (window.matchMedia("(max-width: 820px)").matches) $("result-panel").scrollIntoView({ behavior: "smooth", block: "start" });
+}
 
 fetch("/examples").then(r => r.json()).then(list => {
   if (!list.length) return;
@@ -125,6 +148,7 @@ function show(data, t0) {
   $("timings").replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("td", { textContent: k }), el("td", { textContent: v }))));
   $("placeholder").hidden = true;
   $("result").hidden = false;
+  reveal();
 }
 
 async function recognise() {
@@ -144,9 +168,10 @@ async function recognise() {
     $("status").textContent = `${current.name}: done`;
   } catch (err) {
     $("result").hidden = true;
-    $("placeholder").hidden = false;
+    $("placeholder").hidden = true;  // the error stands where the answer would
     $("error").textContent = `${current.name}: ${err.message}`;
     $("status").textContent = "";
+    reveal();
   } finally {
     $("go").disabled = false;
     $("spinner").hidden = true;
