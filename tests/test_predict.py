@@ -202,7 +202,7 @@ def test_no_speech_and_no_face_gets_no_label(recognizer, clips, tmp_path):
         recognizer.min_speech_seconds = None
 
 
-def test_api_rejects_bad_uploads(recognizer, clips, tmp_path):
+def test_api_rejects_bad_uploads(recognizer, demo_dir, clips, tmp_path):
     from fastapi.testclient import TestClient
 
     from attsf.serve import ServeLimits, create_app
@@ -233,6 +233,9 @@ def test_api_rejects_bad_uploads(recognizer, clips, tmp_path):
         resp = post(name, data)
         assert resp.status_code == status, (name, resp.status_code, resp.text)
         assert resp.json()["detail"] and "Traceback" not in resp.text
+    # the same words as attsf predict for the same file (the page puts the file name in front, as the CLI does)
+    said = cli("predict", str(clips["broken"]), "--run", str(demo_dir / "run"), check=False).stderr
+    assert f"attsf: error: {clips['broken']}: {post('broken.mp4', clips['broken'].read_bytes()).json()['detail']}" in said
     with ThreadPoolExecutor(6) as pool:  # many at once: answered, some perhaps with 503, none failing
         codes = list(pool.map(lambda _: post("c.mp4", clips["small"].read_bytes()).status_code, range(6)))
     assert set(codes) <= {200, 503} and 200 in codes

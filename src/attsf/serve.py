@@ -206,8 +206,8 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
 def _checked_predict(recognizer: EmotionRecognizer, path: Path, limits: ServeLimits, lock: threading.Lock):
     try:
         info = probe(path)
-    except AttsfError:
-        raise HTTPException(415, "not a media file PyAV can read (mp4, mov, webm, mkv or audio)") from None
+    except AttsfError as exc:  # the words attsf predict uses for the same file
+        raise HTTPException(415, str(exc).replace(f"{path}: ", "")) from None
     if not set(info.format.split(",")) & ACCEPTED_FORMATS:
         raise HTTPException(415, f"unsupported media type ({info.format}); send mp4, mov, webm, mkv or an audio file")
     if info.duration > limits.max_seconds:
