@@ -406,6 +406,8 @@ def test_web_page_in_chromium(demo_dir, clips, tmp_path):
             assert "generated clips" in page.text_content("#banner") and page.is_visible("#banner")
             card = page.text_content("#card")
             assert "25 % (4 classes)" in card and "demo" in card, card
+            assert "ATTSF-Net audio-visual" in page.text_content("#subtitle")  # the page follows the model
+            assert page.text_content("#drop-text") == "Drop a video or audio clip here"
             titles = page.locator(".example").all_text_contents()
             assert len(titles) == 3 and any("No face" in t for t in titles), titles
 
@@ -442,7 +444,8 @@ def test_web_page_in_chromium(demo_dir, clips, tmp_path):
             page.set_input_files("#file", str(bad))
             page.click("#go")
             page.wait_for_function("document.getElementById('error').textContent.length > 0")
-            assert "bad.mp4: not a media file" in page.text_content("#error") and page.is_hidden("#result")
+            assert "bad.mp4: not a readable media file" in page.text_content("#result-panel #error")
+            assert page.is_hidden("#result") and page.is_hidden("#placeholder")  # the reason stands where the answer would
             page.screenshot(path=str(shots / "page_bad_file.png"), full_page=True)
 
             # 5. a clip without a face (an example): answered from its audio, and the page says so
