@@ -116,6 +116,37 @@ def test_same_speaker_clips_are_normalised_with_their_own_statistics(recognizer,
     assert bad.returncode == 2 and "not trained with speaker normalisation" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_api_enrols_a_speaker_and_predicts_with_the_stored_statistics(recognizer, clips):
+    """POST /enrol answers a speaker's statistics (the server keeps nothing); POST /predict
+    with them answers as the Python API does for that speaker; bad statistics are refused."""
+    import torch
+    from fastapi.testclient import TestClient
+
+    from attsf.data import normalize
+    from attsf.predict import EmotionRecognizer
+    from attsf.serve import create_app
+
+    n = recognizer.prepare(clips["audio"])[1]["audio"].shape[0]
+    pooled = {"audio": (torch.zeros(n), torch.ones(n))}
+    prep = dict(recognizer.preprocessing, normalization={"kind": "speaker", "fallback": normalize.to_json(pooled)})
+    rec = EmotionRecognizer(recognizer.cfg, recognizer.labels, recognizer.model, prep, card=recognizer.card)
+    client = TestClient(create_app(rec))
+    paths = [clips["audio"], clips["video"]]
+    files = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
+    enrolled = client.post("/enrol", files=files)
+    assert enrolled.status_code == 200 and enrolled.json()["clips"] == 2
+    stored = json.dumps(enrolled.json())
+    answer = client.post("/predict", files={"file": ("a.wav", paths[0].read_bytes())}, data={"speaker": stored}).json()
+    expect = rec.predict(paths[0], rec.speaker_statistics(paths)).to_json()["probabilities"]
+    assert answer["speaker_clips"] == 2 and answer["probabilities"] == pytest.approx(expect, abs=0.02)
+    for bad, words in (("{", "not JSON"), ('{"clips": 1, "statistics": {"audio": {"mean": [0], "std": [1]}}}',
+                                           "does not match this model's input")):
+        resp = client.post("/predict", files={"file": ("a.wav", paths[0].read_bytes())}, data={"speaker": bad})
+        assert resp.status_code == 422 and words in resp.json()["detail"]
+    plain = TestClient(create_app(recognizer)).post("/enrol", files=files)
+    assert plain.status_code == 422 and "not trained with speaker normalisation" in plain.json()["detail"]
+
+
 def test_export_writes_weights_with_a_card_that_predict_reads(demo_dir, clips, tmp_path):
     """``attsf export``: the run's weights and sidecar with the card's text and the held-out
     figures it measured; ``--run`` takes the file, and the card travels to --json."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,10 +77,14 @@ class Prediction:
 
 @dataclass(frozen=True)
 class SpeakerStats:
-    """A speaker's input statistics (``normalize.Stats``) and how many clips they came from."""
+    """A speaker's input statistics (``normalize.Stats``) and how many clips they came from;
+    ``to_json`` stores them (``EmotionRecognizer.speaker_from_json`` reads them back)."""
 
     stats: normalize.Stats
     clips: int
+
+    def to_json(self) -> dict:
+        return {"clips": self.clips, "statistics": normalize.to_json(self.stats)}
 
 
 def _softmax(logits: torch.Tensor, labels: list[str]) -> dict[str, float]:
@@ -213,6 +218,22 @@ class EmotionRecognizer:
         if not items:
             raise AttsfError("none of the clips has speech to take the speaker's statistics from")
         return SpeakerStats(normalize.clip_stats(items), len(items))
+
+    def speaker_from_json(self, doc: Any) -> SpeakerStats:
+        """Stored statistics of a speaker (``SpeakerStats.to_json``), checked against the
+        inputs of this model."""
+        form = "expected {clips, statistics: {audio: {mean, std}}} from speaker_statistics / POST /enrol"
+        try:
+            stats, clips = normalize.from_json(doc["statistics"]), int(doc["clips"])
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            raise AttsfError(f"speaker statistics: {form}") from None
+        for name, (mean, std) in stats.items():
+            want = self.norm_stats.get(name, (None,))[0]
+            if want is None or mean.shape != want.shape or std.shape != want.shape:
+                raise AttsfError(f"speaker statistics: '{name}' does not match this model's input ({form})")
+            if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+                raise AttsfError(f"speaker statistics: '{name}' holds non-finite or non-positive values")
+        return SpeakerStats(stats, clips)
 
     def _speech_mfcc(self, path: Path, result: Prediction) -> torch.Tensor | None:
         """The MFCC input of the clip's audio, or None (no MFCC computed) when it holds too

@@ -27,18 +27,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from attsf.card import SYNTHETIC
 from attsf.data.audio import ClipTooLong
 from attsf.data.media import AUDIO_SUFFIXES, MEDIA_SUFFIXES, probe
 from attsf.errors import AttsfError
-from attsf.predict import EmotionRecognizer
+from attsf.predict import EmotionRecognizer, SpeakerStats
 
 # containers PyAV reports for the accepted uploads: mp4/mov/m4a, mkv/webm, and audio files
 ACCEPTED_FORMATS = {"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "wav", "flac", "ogg", "mp3", "avi"}
 CHUNK = 1 << 20
+MAX_ENROL = 60  # clips per POST /enrol (RAVDESS has 60 per actor); the upload size limit bounds them too
 # the page's own script and stylesheet only: no inline script, nothing from elsewhere
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -180,19 +181,14 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
         return FileResponse(examples[0] / name)
 
     @app.post("/predict")
-    async def predict(file: Annotated[UploadFile, File()], faces: bool = False) -> dict:
+    async def predict(file: Annotated[UploadFile, File()], faces: bool = False,
+                      speaker: Annotated[str | None, Form()] = None) -> dict:
+        """One clip; ``speaker``: the statistics of its speaker from ``POST /enrol`` (a model
+        trained with speaker normalisation then sees the clip as it saw its own speakers)."""
+        enrolled = _speaker(recognizer, speaker) if speaker else None
         with tempfile.TemporaryDirectory(prefix="attsf-upload-") as tmp:
-            path = Path(tmp) / "upload"
-            size = 0
-            with path.open("wb") as fh:
-                while chunk := await file.read(CHUNK):
-                    size += len(chunk)
-                    if size > limits.max_bytes:
-                        raise TooLarge(limits.max_bytes)
-                    fh.write(chunk)
-            if size == 0:
-                raise HTTPException(400, "empty upload")
-            result = await asyncio.to_thread(_checked_predict, recognizer, path, limits, lock)
+            path = await _save(file, Path(tmp) / "upload", limits)
+            result = await asyncio.to_thread(_checked_predict, recognizer, path, limits, lock, enrolled)
         body = result.to_json()
         body["path"] = file.filename or "upload"
         body["model"] = recognizer.card
@@ -200,10 +196,55 @@ def create_app(recognizer: EmotionRecognizer, limits: ServeLimits = ServeLimits(
             body["faces"] = [_jpeg_b64(f) for f in result.faces]
         return body
 
+    @app.post("/enrol")
+    async def enrol(files: Annotated[list[UploadFile], File()]) -> dict:
+        """Statistics of several clips of one speaker, for ``POST /predict``'s ``speaker``
+        field (stateless: the server keeps nothing)."""
+        if len(files) > MAX_ENROL:
+            raise HTTPException(413, f"at most {MAX_ENROL} clips per enrolment")
+        with tempfile.TemporaryDirectory(prefix="attsf-enrol-") as tmp:
+            paths = [await _save(f, Path(tmp) / f"clip{i}", limits) for i, f in enumerate(files)]
+            return (await asyncio.to_thread(_checked_enrol, recognizer, paths, limits, lock)).to_json()
+
     return app
 
 
-def _checked_predict(recognizer: EmotionRecognizer, path: Path, limits: ServeLimits, lock: threading.Lock):
+async def _save(file: UploadFile, path: Path, limits: ServeLimits) -> Path:
+    """An upload written to ``path`` in chunks, refused past the size limit or when empty."""
+    size = 0
+    with path.open("wb") as fh:
+        while chunk := await file.read(CHUNK):
+            size += len(chunk)
+            if size > limits.max_bytes:
+                raise TooLarge(limits.max_bytes)
+            fh.write(chunk)
+    if size == 0:
+        raise HTTPException(400, "empty upload")
+    return path
+
+
+def _speaker(recognizer: EmotionRecognizer, text: str) -> SpeakerStats:
+    try:
+        return recognizer.speaker_from_json(json.loads(text))
+    except json.JSONDecodeError:
+        raise HTTPException(422, "speaker: not JSON (send what POST /enrol answered)") from None
+    except AttsfError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _checked_enrol(recognizer: EmotionRecognizer, paths: list[Path], limits: ServeLimits,
+                   lock: threading.Lock) -> SpeakerStats:
+    for path in paths:
+        _check_media(path, limits)
+    try:
+        with lock:
+            return recognizer.speaker_statistics(paths)
+    except AttsfError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _check_media(path: Path, limits: ServeLimits) -> None:
+    """A readable audio or video file in an accepted container, under the duration limit."""
     try:
         info = probe(path)
     except AttsfError as exc:  # the words attsf predict uses for the same file
@@ -212,9 +253,14 @@ def _checked_predict(recognizer: EmotionRecognizer, path: Path, limits: ServeLim
         raise HTTPException(415, f"unsupported media type ({info.format}); send mp4, mov, webm, mkv or an audio file")
     if info.duration > limits.max_seconds:
         raise HTTPException(413, f"clip longer than {limits.max_seconds:g} s ({info.duration:.1f} s)")
+
+
+def _checked_predict(recognizer: EmotionRecognizer, path: Path, limits: ServeLimits, lock: threading.Lock,
+                     speaker: SpeakerStats | None = None):
+    _check_media(path, limits)
     try:
         with lock:
-            return recognizer.predict(path)
+            return recognizer.predict(path, speaker)
     except ClipTooLong:  # a container that hides its length: stopped once the decoded audio passed the limit
         raise HTTPException(413, f"clip longer than {limits.max_seconds:g} s") from None
     except AttsfError as exc:
