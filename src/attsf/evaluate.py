@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, mean_absolute_error, recall_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -133,6 +132,8 @@ def _to(x: torch.Tensor | None, device: str | torch.device) -> torch.Tensor | No
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
     """Accuracy (IEMOCAP's WA), per-class recall, macro F1, unweighted accuracy (mean
     per-class recall: IEMOCAP's UA), confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score  # here: predict starts faster
+
     idx = list(range(len(labels)))
     recall = recall_score(y_true, y_pred, labels=idx, average=None, zero_division=0)
     present = np.isin(idx, y_true)
@@ -154,6 +155,7 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     * ``acc7``: scores rounded and clipped to the 7 integers -3..3;
     * ``mae`` and Pearson ``corr``. F1 is weighted over the two classes (scikit-learn).
     """
+    from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
     from torchmetrics.functional import pearson_corrcoef
 
     y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
@@ -176,6 +178,8 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 def metrics_for(pred: dict[str, np.ndarray], labels: list[str], regression: bool) -> dict:
     if regression:
         return regression_metrics(pred["label"], pred["logits"][:, 0])
+    from sklearn.metrics import accuracy_score
+
     result = classification_metrics(pred["label"], pred["logits"].argmax(1), labels)
     for head in ("a_avam", "v_avam", "a_fallback", "v_fallback"):  # the AVAM heads; the fallback networks
         if f"logits_{head}" in pred:

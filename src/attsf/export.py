@@ -76,6 +76,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, name: str, about: str
             raise AttsfError(f"{about}: expected a mapping of card fields (title, intended_use, ...)")
     weights = run_dir / MODEL_FILE
     side = read_json(weights.with_suffix(".json"))
+    if side.get("config", {}).get("model", {}).get("modalities") == "a":  # its cache's visual input is not its own
+        side["preprocessing"]["visual"] = {"kind": "none"}
     side["card"] = {"title": info.pop("title", name), **info, "evaluation": evaluation(run_dir),
                     "commit": read_json(run_dir / "metrics.json").get("provenance", {}).get("code", {}).get("commit")}
     target = out_dir / f"{name}.safetensors"

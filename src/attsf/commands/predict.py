@@ -54,14 +54,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from rich.table import Table
 
         notes = any(r.note for r in results)
-        table = Table("clip", "emotion", "confidence", "audio head", "visual head", "frames without a face", "ms",
-                      *["note"] * notes)
+        video = rec.visual_kind != "none"  # an audio network's table has no heads or faces to show
+        table = Table("clip", "emotion", "confidence", *["audio head", "visual head", "frames without a face"] * video,
+                      "speech s", "ms", *["note"] * notes)
         for r in results:
             if r.error:
                 continue
             top = lambda d: f"{max(d, key=d.get)} {100 * max(d.values()):.1f} %" if d else "-"  # noqa: E731
+            heads = [top(r.audio_probabilities), top(r.visual_probabilities), str(r.fallback_frames)] * video
             table.add_row(Path(r.path).name, r.label or "-", f"{100 * r.probabilities[r.label]:.1f} %" if r.label
-                          else "-", top(r.audio_probabilities), top(r.visual_probabilities), str(r.fallback_frames),
+                          else "-", *heads, "-" if r.speech_seconds is None else f"{r.speech_seconds:.1f}",
                           str(round(1000 * r.timings.get("total", 0))), *[r.note or ""] * notes)
         Console(width=None if sys.stdout.isatty() else 1000).print(table)  # piped: whole names, no folding
     failed = [r for r in results if r.error]
