@@ -493,6 +493,75 @@ def test_web_page_in_chromium(demo_dir, clips, tmp_path):
         server.wait(timeout=10)
 
 
+RAVDESS_AUDIO = SHARED / "ravdess_audio16k"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+@pytest.mark.skipif(not RAVDESS_AUDIO.is_dir(), reason=f"{RAVDESS_AUDIO} (RAVDESS speech audio) is not here")
+def test_packaged_model_page_in_chromium(tmp_path):
+    """`attsf serve` with no --run: the packaged speech model's page asks for speech, shows
+    its card (accuracy to expect, intended use, licence), offers no generated examples, and
+    on a 420 px screen brings the answer, or the reason for none, into view."""
+    from playwright.sync_api import sync_playwright
+
+    clip = RAVDESS_AUDIO / "Actor_05" / "03-01-05-01-01-01-05.flac"  # angry; actor 05 is held out of its training
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "attsf", "serve", "--port", str(port)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    shots = Path(os.environ.get("ATTSF_SCREENSHOT_DIR") or tmp_path)
+    try:
+        import httpx
+
+        for _ in range(240):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('info').textContent.includes('classes')")
+            assert "emotion in speech" in page.text_content("#subtitle")
+            assert "ATTSF-Net audio-visual" not in page.text_content("body")
+            assert page.text_content("#drop-text").startswith("Drop an audio clip")
+            card = page.text_content("#card")
+            assert "RAVDESS speech emotion (audio only)" in card and "on a new speaker's clip" in card
+            assert "non-commercial" in card and "Not for decisions about people" in card
+            assert page.locator(".example").count() == 0 and page.is_hidden("#banner")
+            page.set_input_files("#file", str(clip))
+            page.click("#go")
+            page.wait_for_selector("#result:not([hidden])", timeout=60000)
+            assert page.text_content("#label") in page.text_content("#info")  # one of its 8 classes
+            assert page.locator(".chart").count() == 1
+            page.screenshot(path=str(shots / "page_packaged_1280.png"), full_page=True)
+
+            narrow = browser.new_page(viewport={"width": 420, "height": 800}, bypass_csp=True)
+            narrow.goto(f"http://127.0.0.1:{port}/")
+            narrow.wait_for_function("document.getElementById('info').textContent.includes('classes')")
+            narrow.set_input_files("#file", str(clip))
+            narrow.click("#go")
+            narrow.wait_for_selector("#result:not([hidden])", timeout=60000)
+            narrow.wait_for_function("document.getElementById('result-panel').getBoundingClientRect().top < 400")
+            assert narrow.evaluate("window.scrollY") > 300  # scrolled down to the answer
+            narrow.screenshot(path=str(shots / "page_packaged_420.png"))
+            bad = tmp_path / "notes.wav"
+            bad.write_text("not audio")
+            narrow.evaluate("window.scrollTo(0, 0)")
+            narrow.set_input_files("#file", str(bad))
+            narrow.click("#go")
+            narrow.wait_for_function("document.getElementById('error').textContent.length > 0")
+            narrow.wait_for_function("(r => r.top >= 0 && r.bottom <= innerHeight)"
+                                     "(document.getElementById('error').getBoundingClientRect())")  # in view
+            assert "notes.wav: not a readable media file" in narrow.text_content("#result-panel #error")
+            narrow.screenshot(path=str(shots / "page_packaged_420_error.png"))
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
 def test_hostile_example_names_stay_text_in_chromium(demo_dir, clips, tmp_path):
     """An example named like markup is shown as its name, runs nothing, and inline script is
