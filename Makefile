@@ -22,8 +22,11 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium not installed: the browser test will be skipped"
 
+# CLIP=your_clip.wav: the demo ends with the packaged speech model's answer for it
 demo: $(STAMP)
 	$(BIN)/attsf demo
+	@if [ -n "$(CLIP)" ]; then $(BIN)/attsf predict "$(CLIP)"; else \
+	  echo "make demo CLIP=your_clip.wav ends with the packaged speech model's answer (attsf predict your_clip.wav)"; fi
 
 # two workers, a test file each (its module fixtures built once); the trainings in tests use one thread
 test: $(STAMP) browser
