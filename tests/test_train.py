@@ -74,11 +74,19 @@ def test_train_writes_run_directory_and_learns(tiny_overrides, tmp_path):
 
 def test_evaluate_as_new_speakers_is_the_speaker_train_setting(tiny_overrides, tmp_path):
     """A run trained with speaker normalisation, evaluated as `attsf predict` sees a new
-    speaker: the same as the run's test split in the ``speaker_train`` setting."""
+    speaker: the same as the run's test split in the ``speaker_train`` setting, and as the
+    enrolment curve with no clip of the speaker."""
     run = tmp_path / "run"
     run_cli(*_train_args(run, [*tiny_overrides, "data.normalize=speaker"], epochs=2))
     new = json.loads(cli("evaluate", str(run), "--new-speakers", "--json").stdout)["test"]
     assert json.loads((run / "eval_test_new_speakers.json").read_text())["test"] == new
+    # the enrolment curve's ends: no clip of the speaker = a new speaker; all its clips = the run's own figure
+    from attsf.enrolment import enrolment_curve
+
+    curve = enrolment_curve(run, [0, 2, 1000], draws=3)
+    own = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+    assert curve[0] == [pytest.approx(100 * new["accuracy"])] and curve[1000] == [pytest.approx(100 * own)]
+    assert len(curve[2]) == 3 and all(0 <= a <= 100 for a in curve[2])
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     cfg["data"]["normalize"] = "speaker_train"
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))

@@ -51,6 +51,43 @@ def model_card(weights: Path, side: dict) -> dict:
     return card
 
 
+def card_markdown(card: dict) -> str:
+    """An exported model's card as a page, in the manner of a model hub's."""
+    ev = card.get("evaluation") or {}
+    lines = [f"# {card['name']}", "", card.get("intended_use", ""), "",
+             f"- **Input**: {' + '.join(card['modalities'])}; **classes** ({len(card['labels'])}, chance "
+             f"{card['chance']:.1f} %): {', '.join(card['labels'])}",
+             f"- **Config**: `{card.get('config', card['name'])}`; trained with `{card.get('training_command', '?')}`"]
+    if card.get("commit"):
+        lines.append(f"- **Code**: attsf commit {card['commit'][:10]}")
+    lines += ["", "## Training data", "", card.get("training_data", f"{card['dataset']}, {card['train_clips']} clips of "
+                                                   f"{card['train_speakers']} speakers"), ""]
+    if ev:
+        lines += ["## Evaluation", "",
+                  f"{ev['clips']} clips of speakers {', '.join(ev['speakers'])}, none of them heard in training.", "",
+                  "| setting | accuracy % | unweighted accuracy % |", "| --- | --- | --- |"]
+        names = {"new_speaker": "a new speaker's clip (the training speakers' pooled statistics)",
+                 "own_speaker": "several clips of the speaker (--same-speaker: their own statistics)"}
+        lines += [f"| {names[k]} | {ev[k]['accuracy']:.2f} | {ev[k]['unweighted_accuracy']:.2f} |"
+                  for k in ("new_speaker", "own_speaker") if k in ev]
+        lines.append("")
+        if "enrolment" in ev:
+            acc = ev["enrolment"]["accuracy"]
+            lines += [f"With n clips of the speaker to normalise by (mean of {ev['enrolment']['draws']} random draws):", "",
+                      "| n | " + " | ".join(acc) + " |", "| --- |" + " --- |" * len(acc),
+                      "| accuracy % | " + " | ".join(f"{v:.1f}" for v in acc.values()) + " |", ""]
+    if card.get("how_settings_were_chosen"):
+        lines += ["How the settings were chosen: " + card["how_settings_were_chosen"], ""]
+    if card.get("limitations"):
+        limits = card["limitations"]
+        lines += ["## Limitations", "", *[f"- {x}" for x in ([limits] if isinstance(limits, str) else limits)], ""]
+    if card.get("licence"):
+        lines += ["## Licence", "", card["licence"], ""]
+    if card.get("report"):
+        lines += [f"More figures: {card['report']}.", ""]
+    return "\n".join(lines)
+
+
 def card_line(card: dict) -> str:
     """One line for a terminal."""
     acc = "test accuracy not recorded"

@@ -1,6 +1,7 @@
 """``attsf export RUN --name NAME``: a finished run's kept weights as a model to share.
 
-Writes ``NAME.safetensors`` (the weights, as the run keeps them) and ``NAME.json``: the
+Writes ``NAME.safetensors`` (the weights, as the run keeps them), ``NAME.md`` (the card as a
+page, as on a model hub) and ``NAME.json``: the
 run's sidecar (config, labels, preprocessing with the training speakers' statistics) with
 a ``card``: what the model is and is for (``--about``, a YAML file: ``title``,
 ``intended_use``, ``limitations``, ``licence``, ``training_command``, ...) and its
@@ -15,13 +16,16 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import yaml
 
+from attsf.card import card_markdown, model_card
 from attsf.errors import AttsfError
 from attsf.evaluate import MODEL_FILE
-from attsf.io import atomic_write_bytes, read_json, write_json
+from attsf.io import atomic_write_bytes, atomic_write_text, read_json, write_json
 
 PRETRAINED = "pretrained"  # the package folder of packaged models
+ENROLMENT_CLIPS, ENROLMENT_DRAWS = (1, 3, 5, 10, 20), 5  # the card's accuracy against clips of the speaker
 
 
 def packaged_model(name: str) -> Path | None:
@@ -54,8 +58,13 @@ def evaluation(run_dir: Path) -> dict:
               "training_speakers": list(fold["train"]) + list(fold["val"]) * (cfg.data.train_on == "train+val"),
               "normalization": cfg.data.normalize}
     if cfg.data.normalize == "speaker":
+        from attsf.enrolment import enrolment_curve
+
         result["own_speaker"] = _scores(metrics["test"])
         result["new_speaker"] = _scores(evaluate_run(run_dir, ("test",), new_speakers=True)["test"])
+        curve = enrolment_curve(run_dir, list(ENROLMENT_CLIPS), ENROLMENT_DRAWS)
+        result["enrolment"] = {"draws": ENROLMENT_DRAWS,
+                               "accuracy": {str(n): round(float(np.mean(a)), 2) for n, a in curve.items()}}
     else:
         result["new_speaker"] = _scores(metrics["test"])
     return result
@@ -83,4 +92,5 @@ def export_model(run_dir: str | Path, out_dir: str | Path, name: str, about: str
     target = out_dir / f"{name}.safetensors"
     atomic_write_bytes(target, weights.read_bytes())
     write_json(target.with_suffix(".json"), side)
+    atomic_write_text(target.with_suffix(".md"), card_markdown(model_card(target, side)))
     return target
