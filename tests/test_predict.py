@@ -496,6 +496,24 @@ def test_web_page_in_chromium(demo_dir, clips, tmp_path):
 RAVDESS_AUDIO = SHARED / "ravdess_audio16k"
 
 
+@pytest.mark.skipif(not RAVDESS_AUDIO.is_dir(), reason=f"{RAVDESS_AUDIO} (RAVDESS speech audio) is not here")
+def test_packaged_model_answers_without_a_run(tmp_path):
+    """A fresh clone's `attsf predict CLIP`: the packaged speech model with its card; silence
+    gets no label; --same-speaker with few clips says what that costs."""
+    clips = sorted((RAVDESS_AUDIO / "Actor_01").glob("*.flac"))[:2]
+    doc = json.loads(cli("predict", str(clips[0]), "--json").stdout)
+    card, row = doc["model"], doc["clips"][0]
+    assert card["name"] == "RAVDESS speech emotion (audio only)" and card["chance"] == 12.5
+    assert "non-commercial" in card["licence"] and card["evaluation"]["speakers"] == ["05", "10", "15", "20"]
+    assert row["label"] in card["labels"] and row["speech_seconds"] > 1
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(48000, np.float32), 16000)
+    quiet = json.loads(cli("predict", str(silence), "--json").stdout)["clips"][0]
+    assert quiet["label"] is None and quiet["note"].startswith("no speech detected")
+    few = cli("predict", *map(str, clips), "--same-speaker")
+    assert "--same-speaker with 2 clip(s)" in few.stderr
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
 @pytest.mark.skipif(not RAVDESS_AUDIO.is_dir(), reason=f"{RAVDESS_AUDIO} (RAVDESS speech audio) is not here")
 def test_packaged_model_page_in_chromium(tmp_path):

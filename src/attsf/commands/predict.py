@@ -18,7 +18,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import io
 
     from attsf.data.media import MEDIA_SUFFIXES
-    from attsf.predict import EmotionRecognizer
+    from attsf.predict import MIN_ENROL_CLIPS, EmotionRecognizer
 
     paths: list[Path] = []
     for item in map(Path, args.clips):
@@ -32,6 +32,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     rec = EmotionRecognizer.from_pretrained(args.run, allow_unfinished=args.allow_unfinished)
     results = rec.predict_many(paths, same_speaker=args.same_speaker)
+    enrolled = next((r.speaker_clips for r in results if r.speaker_clips), None)
+    if enrolled is not None and enrolled < MIN_ENROL_CLIPS:
+        print(f"note: --same-speaker with {enrolled} clip(s) of speech: statistics of fewer than {MIN_ENROL_CLIPS} "
+              "clips are noisier than the training speakers' pooled ones and usually cost accuracy", file=sys.stderr)
     as_csv = args.csv or (len(args.clips) == 1 and Path(args.clips[0]).is_dir() and not args.json)
     if not args.json:  # the card on stderr keeps the table and CSV clean for pipes
         print(card_line(rec.card), file=sys.stderr)
