@@ -115,3 +115,8 @@ def test_curves_name_the_run_s_network_on_whole_epochs(tmp_path):
     assert ticks and all(t.lstrip("−-").isdigit() for t in ticks), ticks
     assert fig.axes[2].get_yscale() == "log"
     assert "train, fused head" in [t.get_text() for t in curves_figure(csv_path, 6, 8).axes[1].get_legend().get_texts()]
+    # a refit logs no validation pass: still an accuracy panel, with chance, not "MAE"
+    csv_path.write_text("\n".join(r.rsplit(",", 2)[0] for r in rows) + "\n")
+    refit = curves_figure(csv_path, 6, 8, val_trained_on=True, modalities="a").axes[0]
+    assert refit.get_title() == "Accuracy per epoch"
+    assert "chance (12.5 %)" in [t.get_text() for t in refit.get_legend().get_texts()]

@@ -126,7 +126,7 @@ def curves_figure(metrics_csv: Path, selected_epoch: int | None = None, n_classe
     for key, label in (("train_acc", "train"), ("val_acc", val), ("train_mae", "train"), ("val_mae", val)):
         if key in series:
             plot(acc, key, label, marker=".")
-    if "val_acc" in series:
+    if "train_acc" in series or "val_acc" in series:  # a refit logs no validation pass
         acc.set_title("Accuracy per epoch")
         acc.set_ylabel("accuracy")
         if n_classes:
