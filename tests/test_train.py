@@ -14,6 +14,7 @@ import yaml
 from conftest import ROOT, cli, run_cli
 
 from attsf.config import load_config
+from attsf.errors import AttsfError
 from attsf.losses import LossConfig, total_loss
 from attsf.model import build_model
 
@@ -87,6 +88,9 @@ def test_evaluate_as_new_speakers_is_the_speaker_train_setting(tiny_overrides, t
     own = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
     assert curve[0] == [pytest.approx(100 * new["accuracy"])] and curve[1000] == [pytest.approx(100 * own)]
     assert len(curve[2]) == 3 and all(0 <= a <= 100 for a in curve[2])
+    (run / "metrics.json").unlink()  # a run stopped before its end is no model to measure
+    with pytest.raises(AttsfError, match="not a finished run"):
+        enrolment_curve(run, [0])
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     cfg["data"]["normalize"] = "speaker_train"
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))

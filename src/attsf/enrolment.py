@@ -25,6 +25,8 @@ from attsf.evaluate import metrics_for, open_run, predict_dataset
 def enrolment_curve(run_dir: str | Path, clips: list[int], draws: int = 10) -> dict[int, list[float]]:
     """``n -> [accuracy % of each draw]`` on the run's test speakers (one draw where the
     choice is not random: n = 0 and n = all)."""
+    if not (Path(run_dir) / "metrics.json").is_file():
+        raise AttsfError(f"{run_dir}: not a finished run (no metrics.json); its weights are a snapshot of training")
     run = open_run(run_dir)
     if run.cfg.data.normalize != "speaker":
         raise AttsfError(f"{run_dir}: trained without speaker normalisation (data.normalize=speaker); "
