@@ -6,7 +6,7 @@ from conftest import SHARED
 
 from attsf.config import load_config
 from attsf.data import normalize
-from attsf.data.audio import AudioConfig, fit_length, mfcc, mfcc_from_file
+from attsf.data.audio import AudioConfig, fit_length, mel_filterbank, mfcc, mfcc_from_file, resample
 from attsf.data.cache import ClipCache
 from attsf.data.datamodule import ClipDataModule
 from attsf.data.preprocess import run_jobs
@@ -27,6 +27,42 @@ def test_mfcc_shape_and_lengths():
     y = np.arange(10, dtype=np.float32)
     assert fit_length(y, 4).tolist() == [3, 4, 5, 6]
     assert fit_length(y, 14).tolist()[:3] == [0, 0, 0] and fit_length(y, 14, "right").tolist()[-4:] == [0, 0, 0, 0]
+
+
+def _librosa_mfcc(y: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    import librosa
+
+    win, hop = round(cfg.sample_rate * cfg.window_ms / 1000), round(cfg.sample_rate * cfg.hop_ms / 1000)
+    y = fit_length(y, cfg.n_samples, cfg.pad)
+    return librosa.feature.mfcc(y=y, sr=cfg.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=win, hop_length=hop,
+                                win_length=win, window="hamming").astype(np.float32)
+
+
+@pytest.mark.parametrize("cfg", [AudioConfig(), AudioConfig(sample_rate=22050, n_mfcc=20, window_ms=25, hop_ms=10),
+                                 AudioConfig(sample_rate=8000, duration=1.0, pad="right")])
+def test_mfcc_is_librosas_bit_for_bit(cfg):
+    """Caches built before the MFCC was written out (with librosa) and after must match byte for byte."""
+    import librosa
+
+    rng = np.random.default_rng(1)
+    t = np.arange(int(cfg.sample_rate * 2.5)) / cfg.sample_rate
+    voice = (np.sin(2 * np.pi * 180 * t * (1 + 0.1 * np.sin(3 * t))) * np.exp(-((t - 1.2) ** 2))).astype(np.float32)
+    for y in (voice, rng.normal(scale=0.1, size=len(t)).astype(np.float32), np.zeros(100, np.float32)):
+        assert np.array_equal(mfcc(y, cfg), _librosa_mfcc(y, cfg))
+    assert np.array_equal(mel_filterbank(cfg.sample_rate, 1024), librosa.filters.mel(sr=cfg.sample_rate, n_fft=1024))
+    for sr in (8000, 22050, 44100):
+        x = voice[: cfg.sample_rate]
+        assert np.array_equal(resample(x, cfg.sample_rate, sr),
+                              librosa.resample(x, orig_sr=cfg.sample_rate, target_sr=sr, res_type="soxr_hq"))
+
+
+@needs_shared
+def test_mfcc_of_real_clips_is_librosas_bit_for_bit():
+    clips = sorted(AUDIO.glob("Actor_*/*.flac"))[::60]
+    assert len(clips) >= 20
+    for clip in clips:
+        y, _ = sf.read(clip, dtype="float32")
+        assert np.array_equal(mfcc(y), _librosa_mfcc(y, AudioConfig())), clip.name
 
 
 def test_name_parsing():

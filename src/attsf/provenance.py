@@ -40,12 +40,13 @@ def code_version() -> dict:
 
 
 def library_versions() -> dict[str, str]:
-    import librosa
     import lightning
     import numpy
+    import scipy
+    import soxr
 
-    return {"torch": torch.__version__, "lightning": lightning.__version__, "librosa": librosa.__version__,
-            "numpy": numpy.__version__, "python": platform.python_version()}
+    return {"torch": torch.__version__, "lightning": lightning.__version__, "numpy": numpy.__version__,
+            "scipy": scipy.__version__, "soxr": soxr.__version__, "python": platform.python_version()}
 
 
 def _clip_identity(record: dict) -> dict:

@@ -10,6 +10,8 @@ from functools import cache
 import numpy as np
 import torch
 
+from attsf.data.audio import resample
+
 MIN_SPEECH_S = 0.5  # RAVDESS sentences hold 1-2 s of voiced audio
 VAD_RATE = 16000
 
@@ -33,10 +35,7 @@ def speech_seconds(wave: np.ndarray, sample_rate: int) -> float:
     """Seconds of ``wave`` (mono float) that Silero VAD takes for speech."""
     from silero_vad import get_speech_timestamps
 
-    if sample_rate != VAD_RATE:
-        import librosa
-
-        wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=VAD_RATE)
+    wave = resample(wave, sample_rate, VAD_RATE)
     if len(wave) < VAD_RATE // 10:  # under 0.1 s: nothing to find
         return 0.0
     model = _vad()
