@@ -88,7 +88,7 @@ def test_predict_applies_a_speaker_normalised_runs_statistics(recognizer, clips)
     torch.testing.assert_close(normed["audio"], (raw - mean[:, None]) / std[:, None])
 
 
-def test_same_speaker_clips_are_normalised_with_their_own_statistics(recognizer, demo_dir, clips):
+def test_same_speaker_clips_are_normalised_with_their_own_statistics(recognizer, demo_dir, clips, monkeypatch):
     """Enrolment (``--same-speaker``): a speaker-normalised model takes the statistics of the
     given clips of one person, as training took each speaker's own; a model trained without
     speaker normalisation refuses, in one line."""
@@ -107,9 +107,18 @@ def test_same_speaker_clips_are_normalised_with_their_own_statistics(recognizer,
     assert speaker.clips == 2
     torch.testing.assert_close(rec.prepare(paths[0], speaker)[1]["audio"], (raw[0] - mean[:, None]) / std[:, None])
     torch.testing.assert_close(rec.prepare(paths[0])[1]["audio"], raw[0])  # a stranger: the pooled statistics
-    enrolled, alone = rec.predict_many(paths, same_speaker=True), rec.predict_many(paths)
+    import attsf.predict
+    from attsf.data.media import read_audio
+
+    decoded = []  # each clip is decoded once: the statistics come from the inputs predict uses
+    monkeypatch.setattr(attsf.predict, "read_audio", lambda path, *a, **k: decoded.append(path) or read_audio(path, *a, **k))
+    enrolled = rec.predict_many(paths, same_speaker=True)
+    assert sorted(map(str, decoded)) == sorted(map(str, paths))
+    alone = rec.predict_many(paths)
     assert [r.speaker_clips for r in enrolled] == [2, 2] and [r.speaker_clips for r in alone] == [None, None]
     assert enrolled[0].probabilities != alone[0].probabilities
+    torch.testing.assert_close(torch.tensor(list(enrolled[0].probabilities.values())),
+                               torch.tensor(list(rec.predict(paths[0], speaker).probabilities.values())))
     with pytest.raises(AttsfError, match="not trained with speaker normalisation"):
         recognizer.predict_many(paths, same_speaker=True)
     bad = cli("predict", *map(str, paths), "--run", str(demo_dir / "run"), "--same-speaker", check=False)

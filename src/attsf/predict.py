@@ -18,6 +18,7 @@ nor ``min_speech_seconds`` of speech gets no label: ``note`` says "no speech det
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -174,8 +175,18 @@ class EmotionRecognizer:
     # ------------------------------------------------------------------ inference
     def prepare(self, path: str | Path, speaker: SpeakerStats | None = None) -> tuple[Prediction, dict[str, torch.Tensor]]:
         """The clip's model inputs, normalised with ``speaker``'s statistics where given."""
-        path = Path(path)
-        result, arrays = Prediction(str(path), speaker_clips=speaker.clips if speaker else None), {}
+        result, arrays = self._read(Path(path))
+        return result, self._normalise(result, arrays, speaker)
+
+    def _normalise(self, result: Prediction, arrays: dict[str, torch.Tensor],
+                   speaker: SpeakerStats | None) -> dict[str, torch.Tensor]:
+        """Inputs z-scored with ``speaker``'s statistics, the training speakers' pooled ones for the rest."""
+        result.speaker_clips = speaker.clips if speaker else None
+        return normalize.apply(arrays, self.norm_stats | (speaker.stats if speaker else {}))
+
+    def _read(self, path: Path) -> tuple[Prediction, dict[str, torch.Tensor]]:
+        """The clip's model inputs before normalisation (none for a modality left out, said in the note)."""
+        result, arrays = Prediction(str(path)), {}
         info = probe(path)
         if not info.has_audio and not info.has_video:
             raise AttsfError(f"{path}: no audio or video stream")
@@ -204,23 +215,29 @@ class EmotionRecognizer:
         if left_out:
             answered = " + ".join(result.modalities)
             result.note = "; ".join(left_out) + (f": answered from the {answered} alone" if answered else "")
-        return result, normalize.apply(arrays, self.norm_stats | (speaker.stats if speaker else {}))
+        return result, arrays
 
     def speaker_statistics(self, paths: list[str | Path]) -> SpeakerStats:
         """Enrolment: the statistics of one speaker's clips (their MFCCs over every frame), as
         training normalised each speaker with its own clips (``data.normalize=speaker``).
         Clips without speech are passed over; pass the result to ``predict_many(speaker=)``."""
+        self._check_speaker_normalised()
+        audios = []
+        for path in paths:
+            try:
+                audios.append(self._speech_mfcc(Path(path), Prediction(str(path))) if probe(Path(path)).has_audio else None)
+            except AttsfError:
+                continue
+        return self._speaker_of(audios)
+
+    def _check_speaker_normalised(self) -> None:
         if not self.norm_stats:
             raise AttsfError("this model was not trained with speaker normalisation (data.normalize=speaker): "
                              "it has no use for a speaker's statistics")
-        items = []
-        for path in paths:
-            try:
-                audio = self._speech_mfcc(Path(path), Prediction(str(path))) if probe(Path(path)).has_audio else None
-            except AttsfError:
-                audio = None
-            if audio is not None:
-                items.append({"audio": audio})
+
+    @staticmethod
+    def _speaker_of(audios: Iterable[torch.Tensor | None]) -> SpeakerStats:
+        items = [{"audio": a} for a in audios if a is not None]
         if not items:
             raise AttsfError("none of the clips has speech to take the speaker's statistics from")
         return SpeakerStats(normalize.clip_stats(items), len(items))
@@ -318,34 +335,44 @@ class EmotionRecognizer:
         """Several clips, one forward pass per batch; a clip that cannot be used comes back
         with ``error`` set instead of stopping the others. ``same_speaker``: the clips are of
         one person, normalised with their own statistics (as the own-speaker figures are
-        measured); ``speaker``: statistics enrolled before (``speaker_statistics``)."""
+        measured; each clip is read once); ``speaker``: statistics enrolled before
+        (``speaker_statistics``)."""
+        read: Iterable[tuple[Prediction, dict]] = (self._read_or_error(Path(p)) for p in paths)
         if same_speaker:
-            speaker = self.speaker_statistics(paths)
+            self._check_speaker_normalised()
+            read = list(read)
+            speaker = self._speaker_of(arrays.get("audio") for _, arrays in read)
         results: list[Prediction] = []
-        for lo in range(0, len(paths), batch_size):
-            ready: list[tuple[Prediction, dict]] = []
-            for path in paths[lo : lo + batch_size]:
-                start = time.perf_counter()
-                try:
-                    result, arrays = self.prepare(path, speaker)
-                    result.timings["total"] = time.perf_counter() - start
-                    if arrays:
-                        ready.append((result, self._fill(arrays)))
-                    else:  # neither speech nor a face: no answer
-                        results.append(result)
-                except AttsfError as exc:
-                    results.append(Prediction(str(path), error=str(exc)))
-            if ready:
-                t = time.perf_counter()
-                out = self._forward([arrays for _, arrays in ready])
-                share = (time.perf_counter() - t) / len(ready)
-                for i, (result, _) in enumerate(ready):
-                    result.timings["forward"] = share
-                    result.timings["total"] += share
-                    self._read_out(result, out, i)
-                    results.append(result)
-        order = {str(p): i for i, p in enumerate(paths)}
-        return sorted(results, key=lambda r: order.get(r.path, 0))
+        chunk: list[tuple[Prediction, dict]] = []
+        for item in read:
+            chunk.append(item)
+            if len(chunk) == batch_size:
+                results += self._answer(chunk, speaker)
+                chunk = []
+        return results + self._answer(chunk, speaker)
+
+    def _read_or_error(self, path: Path) -> tuple[Prediction, dict[str, torch.Tensor]]:
+        start = time.perf_counter()
+        try:
+            result, arrays = self._read(path)
+        except AttsfError as exc:
+            return Prediction(str(path), error=str(exc)), {}
+        result.timings["total"] = time.perf_counter() - start
+        return result, arrays
+
+    def _answer(self, chunk: list[tuple[Prediction, dict]], speaker: SpeakerStats | None) -> list[Prediction]:
+        """One forward pass over the clips of ``chunk`` that have inputs (in order, as given)."""
+        normalised = [(result, self._normalise(result, arrays, speaker)) for result, arrays in chunk if not result.error]
+        ready = [(result, self._fill(arrays)) for result, arrays in normalised if arrays]
+        if ready:
+            t = time.perf_counter()
+            out = self._forward([arrays for _, arrays in ready])
+            share = (time.perf_counter() - t) / len(ready)
+            for i, (result, _) in enumerate(ready):
+                result.timings["forward"] = share
+                result.timings["total"] += share
+                self._read_out(result, out, i)
+        return [result for result, _ in chunk]
 
 
 def _cache_settings(cfg: Config) -> dict:
