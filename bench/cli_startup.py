@@ -1,7 +1,8 @@
 """Seconds from typing a command to its answer when an argument is wrong: what a person
-waits for a one-line error (median of --repeats runs each, fresh processes).
+waits for a one-line error (median of --repeats runs each, fresh processes); with --clip,
+also a cold `attsf predict CLIP` with the packaged model (the answer a new user waits for).
 
-    python bench/cli_startup.py [--repeats 3]
+    python bench/cli_startup.py [--repeats 3] [--clip my_clip.wav]
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ COMMANDS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--clip", help="a speech clip: also time `attsf predict CLIP` (packaged model, fresh process)")
     args = ap.parse_args()
+    commands = COMMANDS | ({"predict CLIP (packaged model)": ["predict", args.clip]} if args.clip else {})
     with tempfile.TemporaryDirectory() as tmp:
         print(f"{'command':30} {'seconds':>8}  exit")
-        for name, argv in COMMANDS.items():
+        for name, argv in commands.items():
             times, code = [], 0
             for _ in range(args.repeats):
                 start = time.perf_counter()
