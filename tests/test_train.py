@@ -311,3 +311,18 @@ def test_ema_weights_are_validated_and_saved(tiny_overrides, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     logged = [float(r["val_acc"]) for r in csv.DictReader((run / "metrics.csv").open()) if r.get("val_acc")]
     assert len(logged) == 3 and metrics["val"]["accuracy"] == pytest.approx(logged[-1], abs=1e-6)
+
+
+def test_verify_names_the_commit_the_run_itself_was_trained_at(tiny_overrides, tmp_path):
+    """A cv.json of before per-run provenance records each run's commit beside the summary's:
+    a re-run is compared with the run's own commit, not the one that wrote the summary."""
+    from attsf.config import load_config
+    from attsf.verify import plan
+
+    cfg = load_config("configs/ravdess_au.yaml", tiny_overrides)
+    doc = {"folds": {"seed0/fold0": {"test_accuracy": 50.0, "val_accuracy": 50.0, "commit": "1" * 40}},
+           "provenance": {"config": cfg.to_dict(), "code": {"version": "0.1.0", "commit": "2" * 40, "dirty": False}}}
+    result = tmp_path / "cv.json"
+    result.write_text(json.dumps(doc))
+    notes = plan(result, "seed0/fold0", None)[3]
+    assert any(n.startswith("code: recorded 1111111111,") for n in notes), notes

@@ -16,10 +16,11 @@ TRACKED = ("test_accuracy", "val_accuracy", "selected_epoch", "epochs")
 
 
 def recorded_runs(result: dict, path: Path) -> dict[str, dict]:
-    """``{run key: {test_accuracy, val_accuracy, selected_epoch, epochs, provenance}}`` of a
-    result file (``provenance``: the run's own, where the file records it)."""
+    """``{run key: {test_accuracy, val_accuracy, selected_epoch, epochs, provenance, commit}}`` of
+    a result file (``provenance``: the run's own, where the file records it; ``commit``: the
+    run's commit in files of before per-run provenance)."""
     if isinstance(result, dict) and isinstance(result.get("folds"), dict) and result["folds"]:  # cv.json
-        return {(f"fold{k}" if k.isdigit() else k): {t: v.get(t) for t in (*TRACKED, "provenance")}
+        return {(f"fold{k}" if k.isdigit() else k): {t: v.get(t) for t in (*TRACKED, "provenance", "commit")}
                 for k, v in result["folds"].items() if isinstance(v, dict)}
     if isinstance(result, dict) and _accuracy(result, "test") is not None and _accuracy(result, "val") is not None:
         fold = result.get("provenance", {}).get("config", {}).get("data", {}).get("fold", 0)
@@ -68,6 +69,8 @@ def plan(result_path: str | Path, run: str | None, cache: str | None) -> tuple[C
     notes = []
     own = runs[key].get("provenance") or prov  # the run's own record where the file has it
     rec_code, now_code = own.get("code", prov.get("code", {})), code_version()
+    if not runs[key].get("provenance") and runs[key].get("commit"):  # older files: the run's commit alone
+        rec_code = {"commit": runs[key]["commit"]}
     if rec_code.get("commit") != now_code.get("commit") or rec_code.get("dirty") or now_code.get("dirty"):
         notes.append(f"code: recorded {_code(rec_code)}, now {_code(now_code)}")
     if "cache" in own:
