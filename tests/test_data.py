@@ -139,6 +139,30 @@ def test_speaker_normalisation_z_scores_each_speaker(tiny_overrides, tiny_cache)
     assert ClipDataModule(load_config(None, tiny_overrides)).normalization() == {}
 
 
+def test_a_speaker_known_from_few_clips_is_shrunk_towards_the_pooled_statistics(tiny_overrides, tiny_cache):
+    """Enrolment's statistics: ``k`` per feature from the training speakers (spread of clip means
+    within a speaker over spread of speaker means), then ``n / (n + k)`` of the speaker's own."""
+    dm = ClipDataModule(load_config(None, [*tiny_overrides, "data.normalize=speaker"]))
+    prior = dm.normalization()["prior_clips"]
+    assert set(prior) == {"audio", "visual"} and len(prior["audio"]) == 12 and len(prior["visual"]) == 6
+    clip_means: dict[str, list[np.ndarray]] = {}
+    for r in dm.splits["train"]:
+        clip_means.setdefault(r.speaker, []).append(dm.cache.load(r, ["audio"])["audio"].double().mean(1).numpy())
+    means = [np.stack(m) for m in clip_means.values()]
+    within = np.mean([m.var(0, ddof=1) for m in means], 0)
+    between = np.stack([m.mean(0) for m in means]).var(0, ddof=1) - within / np.mean([len(m) for m in means])
+    np.testing.assert_allclose(prior["audio"], within / np.maximum(between, normalize.EPS), rtol=1e-4)
+    # the tiny speakers differ by chance only: a few of their clips weigh less than the pool
+    assert np.median(prior["audio"]) > 4
+    own = {"audio": (torch.full((2,), 2.0), torch.full((2,), 2.0)), "visual": (torch.ones(1), torch.ones(1))}
+    pooled = {"audio": (torch.zeros(2), torch.ones(2))}
+    one, three = (normalize.shrink(own, n, pooled, {"audio": torch.tensor([1.0, 3.0])}) for n in (1, 3))
+    torch.testing.assert_close(one["audio"][0], torch.tensor([1.0, 0.5]))
+    torch.testing.assert_close(one["audio"][1], torch.tensor([2.5, 0.25 * 4 + 0.75]).sqrt())
+    torch.testing.assert_close(three["audio"][0], torch.tensor([1.5, 1.0]))
+    assert one["visual"] is own["visual"]  # no prior for it: kept
+
+
 def test_speaker_train_normalises_unseen_speakers_with_the_train_pool(tiny_overrides, tiny_cache):
     dm = ClipDataModule(load_config(None, [*tiny_overrides, "data.normalize=speaker_train"]))
     own = ClipDataModule(load_config(None, [*tiny_overrides, "data.normalize=speaker"]))

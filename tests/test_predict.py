@@ -107,6 +107,12 @@ def test_same_speaker_clips_are_normalised_with_their_own_statistics(recognizer,
     assert speaker.clips == 2
     torch.testing.assert_close(rec.prepare(paths[0], speaker)[1]["audio"], (raw[0] - mean[:, None]) / std[:, None])
     torch.testing.assert_close(rec.prepare(paths[0])[1]["audio"], raw[0])  # a stranger: the pooled statistics
+    shrunk = EmotionRecognizer(recognizer.cfg, recognizer.labels, recognizer.model, card=recognizer.card,
+                               preprocessing=dict(prep, normalization=dict(prep["normalization"],
+                                                                           prior_clips={"audio": [2.0] * len(mean)})))
+    w = 2 / (2 + 2.0)  # two clips against a prior of two: halfway to the pooled (0, 1)
+    torch.testing.assert_close(shrunk.prepare(paths[0], speaker)[1]["audio"],
+                               (raw[0] - w * mean[:, None]) / (w * std[:, None] ** 2 + 1 - w).sqrt())
     import attsf.predict
     from attsf.data.media import read_audio
 
@@ -508,7 +514,8 @@ RAVDESS_AUDIO = SHARED / "ravdess_audio16k"
 @pytest.mark.skipif(not RAVDESS_AUDIO.is_dir(), reason=f"{RAVDESS_AUDIO} (RAVDESS speech audio) is not here")
 def test_packaged_model_answers_without_a_run(tmp_path):
     """A fresh clone's `attsf predict CLIP`: the packaged speech model with its card; silence
-    gets no label; --same-speaker with few clips says what that costs."""
+    gets no label; --same-speaker with few clips needs no warning (they are shrunk towards the
+    training speakers' statistics)."""
     clips = sorted((RAVDESS_AUDIO / "Actor_01").glob("*.flac"))[:2]
     doc = json.loads(cli("predict", str(clips[0]), "--json").stdout)
     card, row = doc["model"], doc["clips"][0]
@@ -519,8 +526,12 @@ def test_packaged_model_answers_without_a_run(tmp_path):
     sf.write(silence, np.zeros(48000, np.float32), 16000)
     quiet = json.loads(cli("predict", str(silence), "--json").stdout)["clips"][0]
     assert quiet["label"] is None and quiet["note"].startswith("no speech detected")
+    from attsf.export import packaged_model
+
+    side = json.loads(packaged_model("ravdess-speech").with_suffix(".json").read_text())
+    assert len(side["preprocessing"]["normalization"]["prior_clips"]["audio"]) == 12
     few = cli("predict", *map(str, clips), "--same-speaker")
-    assert "--same-speaker with 2 clip(s)" in few.stderr
+    assert few.returncode == 0 and "--same-speaker with 2 clip(s)" not in few.stderr
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")

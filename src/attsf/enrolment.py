@@ -22,9 +22,11 @@ from attsf.errors import AttsfError
 from attsf.evaluate import metrics_for, open_run, predict_dataset
 
 
-def enrolment_curve(run_dir: str | Path, clips: list[int], draws: int = 10) -> dict[int, list[float]]:
-    """``n -> [accuracy % of each draw]`` on the run's test speakers (one draw where the
-    choice is not random: n = 0 and n = all)."""
+def enrolment_curve(run_dir: str | Path, clips: list[int], draws: int = 10, shrink: bool = True,
+                    split: str = "test") -> dict[int, list[float]]:
+    """``n -> [accuracy % of each draw]`` on the run's ``split`` speakers (one draw where the
+    choice is not random: n = 0 and n = all); ``shrink``: the speaker's statistics moved
+    towards the pooled ones as ``attsf predict`` does (``normalize.shrink``), else its own alone."""
     if not (Path(run_dir) / "metrics.json").is_file():
         raise AttsfError(f"{run_dir}: not a finished run (no metrics.json); its weights are a snapshot of training")
     run = open_run(run_dir)
@@ -32,8 +34,11 @@ def enrolment_curve(run_dir: str | Path, clips: list[int], draws: int = 10) -> d
         raise AttsfError(f"{run_dir}: trained without speaker normalisation (data.normalize=speaker); "
                          "enrolment does not apply")
     dm = ClipDataModule(run.cfg)
-    records = dm.splits["test"]
+    if split not in dm.splits or split == "train":
+        raise AttsfError(f"{run_dir}: no held-out {split} speakers (it has {', '.join(dm.splits)}; train was fitted)")
+    records = dm.splits[split]
     pooled = normalize.pooled(normalize.speaker_stats(dm.cache, dm.splits["train"]).values())
+    prior = normalize.prior_clips(dm.cache, dm.splits["train"]) if shrink else {}
     by_speaker = defaultdict(list)
     for r in records:
         by_speaker[r.speaker].append(r)
@@ -47,7 +52,8 @@ def enrolment_curve(run_dir: str | Path, clips: list[int], draws: int = 10) -> d
                 stats = {s: pooled for s in by_speaker}
             else:
                 chosen = [rs[i] for rs in by_speaker.values() for i in rng.choice(len(rs), min(n, len(rs)), replace=False)]
-                stats = normalize.speaker_stats(dm.cache, chosen)
+                stats = {s: normalize.shrink(st, min(n, len(by_speaker[s])), pooled, prior)
+                         for s, st in normalize.speaker_stats(dm.cache, chosen).items()}
             ds = ClipDataset(dm.cache, records, speaker_stats=stats)  # normalises as it loads
             accs.append(100 * metrics_for(predict_dataset(run.model, ds), run.labels, False)["accuracy"])
         curve[n] = accs

@@ -70,6 +70,15 @@ def evaluation(run_dir: Path) -> dict:
     return result
 
 
+def _prior_clips(run_dir: Path) -> dict[str, list[float]]:
+    """The enrolment prior of a run's training speakers (``normalize.prior_clips``), as training records it now."""
+    from attsf.config import load_config
+    from attsf.data.datamodule import ClipDataModule
+
+    dm = ClipDataModule(load_config(run_dir / "config.yaml"))
+    return dm.normalization()["prior_clips"]
+
+
 def export_model(run_dir: str | Path, out_dir: str | Path, name: str, about: str | Path | None = None) -> Path:
     """``out_dir/name.safetensors`` and its sidecar with the card; returns the weights' path."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -87,6 +96,9 @@ def export_model(run_dir: str | Path, out_dir: str | Path, name: str, about: str
     side = read_json(weights.with_suffix(".json"))
     if side.get("config", {}).get("model", {}).get("modalities") == "a":  # its cache's visual input is not its own
         side["preprocessing"]["visual"] = {"kind": "none"}
+    norm = side["preprocessing"].get("normalization") or {}
+    if norm.get("kind") == "speaker" and "prior_clips" not in norm:  # trained before enrolment had a prior
+        norm["prior_clips"] = _prior_clips(run_dir)
     side["card"] = {"title": info.pop("title", name), **info, "evaluation": evaluation(run_dir),
                     "commit": read_json(run_dir / "metrics.json").get("provenance", {}).get("code", {}).get("commit")}
     target = out_dir / f"{name}.safetensors"

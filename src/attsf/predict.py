@@ -125,6 +125,8 @@ class EmotionRecognizer:
         # a run trained with data.normalize=speaker: the training speakers' pooled statistics
         norm = preprocessing.get("normalization") or {}
         self.norm_stats = normalize.from_json(norm["fallback"]) if norm.get("kind") == "speaker" else {}
+        # how many clips of a speaker weigh as much as the pooled statistics (runs of before 2026-12-04: none)
+        self.prior_clips = {k: torch.tensor(v) for k, v in norm.get("prior_clips", {}).items()}
         self.encoder = None
         if prep.visual == "efficientface":
             from attsf.efficientface import FaceEncoder
@@ -182,7 +184,8 @@ class EmotionRecognizer:
                    speaker: SpeakerStats | None) -> dict[str, torch.Tensor]:
         """Inputs z-scored with ``speaker``'s statistics, the training speakers' pooled ones for the rest."""
         result.speaker_clips = speaker.clips if speaker else None
-        return normalize.apply(arrays, self.norm_stats | (speaker.stats if speaker else {}))
+        enrolled = normalize.shrink(speaker.stats, speaker.clips, self.norm_stats, self.prior_clips) if speaker else {}
+        return normalize.apply(arrays, self.norm_stats | enrolled)
 
     def _read(self, path: Path) -> tuple[Prediction, dict[str, torch.Tensor]]:
         """The clip's model inputs before normalisation (none for a modality left out, said in the note)."""

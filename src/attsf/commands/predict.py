@@ -33,7 +33,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rec = EmotionRecognizer.from_pretrained(args.run, allow_unfinished=args.allow_unfinished)
     results = rec.predict_many(paths, same_speaker=args.same_speaker)
     enrolled = next((r.speaker_clips for r in results if r.speaker_clips), None)
-    if enrolled is not None and enrolled < MIN_ENROL_CLIPS:
+    if enrolled is not None and enrolled < MIN_ENROL_CLIPS and not rec.prior_clips:  # runs of before the prior
         print(f"note: --same-speaker with {enrolled} clip(s) of speech: statistics of fewer than {MIN_ENROL_CLIPS} "
               "clips are noisier than the training speakers' pooled ones and usually cost accuracy", file=sys.stderr)
     as_csv = args.csv or (len(args.clips) == 1 and Path(args.clips[0]).is_dir() and not args.json)

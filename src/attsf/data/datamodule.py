@@ -214,12 +214,15 @@ class ClipDataModule(L.LightningDataModule):
                              "and preprocess again (finished clips are kept)")
 
     def normalization(self) -> dict:
-        """What a checkpoint needs to normalise a clip of an unknown speaker alike."""
+        """What a checkpoint needs to normalise a clip of an unknown speaker alike (the pooled
+        statistics), and a speaker known from a few clips (``prior_clips``)."""
         if self.speaker_stats is None:
             return {}
         train = {r.speaker for r in self.splits["train"]}
         fallback = normalize.pooled(self.speaker_stats[s] for s in sorted(train))
-        return {"kind": "speaker", "fallback": normalize.to_json(fallback)}
+        prior = normalize.prior_clips(self.cache, self.splits["train"])
+        return {"kind": "speaker", "fallback": normalize.to_json(fallback),
+                "prior_clips": {name: k.tolist() for name, k in prior.items()}}
 
     def dataset(self, split: str) -> ClipDataset:
         if split not in self.datasets:

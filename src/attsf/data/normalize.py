@@ -7,7 +7,13 @@ labels, so test speakers are normalised with their own clips too (the usual spea
 normalisation of speech emotion recognition). Face frames (uint8) are left alone.
 
 A single clip of an unknown speaker (``attsf predict``) falls back to the statistics
-pooled over the training speakers, which travel in the checkpoint sidecar.
+pooled over the training speakers, which travel in the checkpoint sidecar. A speaker known
+from a few clips (enrolment, ``--same-speaker``) gets statistics between the two: its own,
+shrunk towards the pooled ones with the weight ``n / (n + k)`` of ``n`` clips, where ``k``
+(per feature, in clips; ``prior_clips``) is the spread of single clips' means within a
+training speaker over the spread of the training speakers' means (empirical Bayes: one
+clip's mean says as much about its speaker as 1/k of the population does). It needs no
+setting; the sidecar carries ``k``.
 """
 
 from __future__ import annotations
@@ -78,6 +84,39 @@ def apply(item: dict[str, torch.Tensor], stats: Stats) -> dict[str, torch.Tensor
 
 def to_json(stats: Stats) -> dict:
     return {name: {"mean": m.tolist(), "std": s.tolist()} for name, (m, s) in stats.items()}
+
+
+def prior_clips(cache: ClipCache, records: Iterable[ClipRecord]) -> dict[str, torch.Tensor]:
+    """``name -> k`` per feature: the within-speaker variance of clip means over the
+    between-speaker variance of speaker means (less what their own clips' spread adds)."""
+    means: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+    keys = [k for k in FEATURE_AXIS if k == "audio" or cache.settings.get(k, {}).get("kind") == "features"]
+    for r in records:
+        item = cache.load(r, keys)
+        for name in keys:
+            means[name][r.speaker].append(_rows(name, item[name].float()).double().mean(0))
+    prior = {}
+    for name, by_speaker in means.items():
+        spoken = [torch.stack(m) for m in by_speaker.values() if len(m) > 1]
+        if len(spoken) < 2:
+            continue
+        within = torch.stack([m.var(0) for m in spoken]).mean(0)
+        clips = sum(len(m) for m in spoken) / len(spoken)
+        between = (torch.stack([m.mean(0) for m in spoken]).var(0) - within / clips).clamp_min(EPS)
+        prior[name] = (within / between).float()
+    return prior
+
+
+def shrink(stats: Stats, clips: int, pooled: Stats, prior: dict[str, torch.Tensor]) -> Stats:
+    """A speaker's statistics from ``clips`` clips, moved towards ``pooled`` by ``prior``
+    (means and variances mixed with the weight ``clips / (clips + k)``); names without a
+    prior are kept as they are."""
+    out = dict(stats)
+    for name, k in prior.items():
+        if name in stats and name in pooled:
+            (mean, std), (p_mean, p_std), w = stats[name], pooled[name], clips / (clips + k)
+            out[name] = (w * mean + (1 - w) * p_mean, (w * std**2 + (1 - w) * p_std**2).sqrt())
+    return out
 
 
 def from_json(doc: dict) -> Stats:
