@@ -315,8 +315,10 @@ def test_ema_weights_are_validated_and_saved(tiny_overrides, tmp_path):
 
 def test_verify_names_the_commit_the_run_itself_was_trained_at(tiny_overrides, tmp_path):
     """A cv.json of before per-run provenance records each run's commit beside the summary's:
-    a re-run is compared with the run's own commit, not the one that wrote the summary."""
+    a re-run is compared with the run's own commit, not the one that wrote the summary; and
+    with the CPU it ran on."""
     from attsf.config import load_config
+    from attsf.provenance import devices
     from attsf.verify import plan
 
     cfg = load_config("configs/ravdess_au.yaml", tiny_overrides)
@@ -326,3 +328,8 @@ def test_verify_names_the_commit_the_run_itself_was_trained_at(tiny_overrides, t
     result.write_text(json.dumps(doc))
     notes = plan(result, "seed0/fold0", None)[3]
     assert any(n.startswith("code: recorded 1111111111,") for n in notes), notes
+    # the CPU: its kernels decide the digits; a record without them says so
+    assert any(n.startswith("CPU: recorded ? (kernels not recorded), now ") for n in notes), notes
+    doc["provenance"]["devices"] = devices()
+    result.write_text(json.dumps(doc))
+    assert not any(n.startswith("CPU") for n in plan(result, "seed0/fold0", None)[3])

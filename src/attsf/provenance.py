@@ -86,9 +86,22 @@ def cache_fingerprint(cache_dir: str | Path, content: bool = True) -> dict:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def devices(trainer_devices: int | None = None) -> dict:
-    """Threads and devices the run computes on."""
-    out = {"threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+    """Threads and devices the run computes on; ``cpu_kernels``: the instruction set torch's
+    CPU kernels use (AVX2, AVX512, ...): runs on CPUs whose kernels differ give other digits."""
+    out = {"threads": torch.get_num_threads(), "cpu": cpu_model(), "cpu_kernels": torch.backends.cpu.get_cpu_capability()}
     if torch.cuda.is_available():
         out["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     if trainer_devices is not None:
@@ -118,6 +131,7 @@ def describe(prov: dict) -> list[tuple[str, str]]:
                      + "".join(f", {k.split('_')[0]} {c[k]}" for k in ("tensors_sha256", "content_sha256") if k in c)))
     dev = prov.get("devices", {})
     rows.append(("seed, threads", f"{prov.get('seed')}, {dev.get('threads')}"))
-    rows.append(("devices", ", ".join(dev.get("cuda", [])) or f"CPU ({dev.get('cpu', '?')})"))
+    cpu = dev.get("cpu", "?") + (f", {dev['cpu_kernels']} kernels" if dev.get("cpu_kernels") else "")
+    rows.append(("devices", ", ".join(dev.get("cuda", [])) or f"CPU ({cpu})"))
     rows.append(("versions", ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items())))
     return rows

@@ -10,7 +10,7 @@ from pathlib import Path
 from attsf.config import Config, config_from_dict
 from attsf.errors import AttsfError
 from attsf.io import read_json
-from attsf.provenance import cache_fingerprint, code_version
+from attsf.provenance import cache_fingerprint, code_version, devices
 
 TRACKED = ("test_accuracy", "val_accuracy", "selected_epoch", "epochs")
 
@@ -73,6 +73,10 @@ def plan(result_path: str | Path, run: str | None, cache: str | None) -> tuple[C
         rec_code = {"commit": runs[key]["commit"]}
     if rec_code.get("commit") != now_code.get("commit") or rec_code.get("dirty") or now_code.get("dirty"):
         notes.append(f"code: recorded {_code(rec_code)}, now {_code(now_code)}")
+    rec_cpu, now_cpu = own.get("devices", prov.get("devices", {})), devices()
+    if not rec_cpu.get("cuda") and any(rec_cpu.get(k) != now_cpu[k] for k in ("cpu", "cpu_kernels")):
+        notes.append(f"CPU: recorded {_cpu(rec_cpu)}, now {_cpu(now_cpu)}: on another CPU the kernels round "
+                     "differently and training drifts, so the figures may differ with the same code")
     if "cache" in own:
         now = cache_fingerprint(cfg.data.cache)
         for field in ("index_sha256", "tensors_sha256"):  # those both hold (older results: the index only)
@@ -88,6 +92,10 @@ def _threads(run: dict, prov: dict, cfg: Config) -> int:
     cv.json written by ``--jobs`` runs records the parent's, not the runs')."""
     own = (run.get("provenance") or {}).get("devices", {}).get("threads")
     return int(own or cfg.train.threads or prov.get("devices", {}).get("threads", 0))
+
+
+def _cpu(dev: dict) -> str:
+    return f"{dev.get('cpu', '?')} ({dev.get('cpu_kernels') or 'kernels not recorded'})"
 
 
 def _code(code: dict) -> str:
