@@ -154,8 +154,9 @@ def test_api_enrols_a_speaker_and_predicts_with_the_stored_statistics(recognizer
     answer = client.post("/predict", files={"file": ("a.wav", paths[0].read_bytes())}, data={"speaker": stored}).json()
     expect = rec.predict(paths[0], rec.speaker_statistics(paths)).to_json()["probabilities"]
     assert answer["speaker_clips"] == 2 and answer["probabilities"] == pytest.approx(expect, abs=0.02)
+    zero = json.dumps(dict(enrolled.json(), clips=0))  # the clip count weighs the statistics: at least one
     for bad, words in (("{", "not JSON"), ('{"clips": 1, "statistics": {"audio": {"mean": [0], "std": [1]}}}',
-                                           "does not match this model's input")):
+                                           "does not match this model's input"), (zero, "clips: expected a whole number")):
         resp = client.post("/predict", files={"file": ("a.wav", paths[0].read_bytes())}, data={"speaker": bad})
         assert resp.status_code == 422 and words in resp.json()["detail"]
     plain = TestClient(create_app(recognizer)).post("/enrol", files=files)

@@ -253,6 +253,8 @@ class EmotionRecognizer:
             stats, clips = normalize.from_json(doc["statistics"]), int(doc["clips"])
         except (KeyError, TypeError, ValueError, RuntimeError):
             raise AttsfError(f"speaker statistics: {form}") from None
+        if isinstance(doc["clips"], bool) or doc["clips"] != clips or clips < 1:  # it weighs the statistics
+            raise AttsfError(f"speaker statistics: clips: expected a whole number of at least 1, got {doc['clips']!r}")
         for name, (mean, std) in stats.items():
             want = self.norm_stats.get(name, (None,))[0]
             if want is None or mean.shape != want.shape or std.shape != want.shape:
