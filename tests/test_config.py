@@ -100,6 +100,19 @@ def _flat(tree: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def test_a_packaged_config_is_named_as_its_file():
+    """`attsf cv ravdess_au_only_recipe` writes runs/ravdess_au_only_recipe, a study and a
+    model card name the config a user can pass, and the fallback config finds the unimodal
+    runs where `attsf cv` put them."""
+    files = sorted((ROOT / "src/attsf/configs").glob("*.yaml"))
+    assert len(files) >= 14
+    for path in files:
+        assert load_config(path).name == path.stem, path.name
+    fallback = load_config(ROOT / "src/attsf/configs/ravdess_au_fallback.yaml").train
+    assert fallback.fallback_audio.startswith("runs/ravdess_audio_only_recipe/")
+    assert fallback.fallback_visual.startswith("runs/ravdess_au_only_recipe/")
+
+
 def test_a_config_with_a_base_is_its_parent_plus_its_own_keys(tmp_path):
     import yaml
 
