@@ -69,6 +69,22 @@ def test_tuning_trials_never_read_a_test_clip_and_the_study_resumes(no_test_clip
         tune(_cfg(no_test_clips), space, 4, out, folds=[0])
 
 
+def test_the_study_files_follow_a_running_study(tiny_cache, tmp_path):
+    """A study runs for hours: each worker rewrites study.json and study.md after every
+    trial it finishes, so they can be read before the study ends (they were written only
+    at the end)."""
+    from attsf.tune import Study, _worker, load_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text("train.max_epochs: [1]\n")
+    cfg = _cfg(tiny_cache)
+    study = Study(cfg, load_space(space, cfg), [0], tmp_path / "s", f"sqlite:///{tmp_path / 'study.db'}", "s")
+    _worker(study, 1, 1)
+    summary = json.loads((tmp_path / "s" / "study.json").read_text())
+    assert [t["state"] for t in summary["trials"]] == ["COMPLETE"] and summary["best"]["number"] == 0
+    assert "| 0 | complete |" in (tmp_path / "s" / "study.md").read_text()
+
+
 def test_refit_configs_are_tuned_on_an_inner_split(tiny_cache):
     cfg = _cfg(tiny_cache)
     assert trial_config(cfg).data.train_on == "train" and cfg.data.train_on == "train+val"

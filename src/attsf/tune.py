@@ -231,7 +231,9 @@ def _worker(study: Study, n_trials: int, threads: int, worker: int = 0) -> int:
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     st = study.load(worker)
     if len(st.get_trials(deepcopy=False, states=done)) < n_trials:  # the callback stops only after a trial
-        st.optimize(study.objective, callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done)])
+        # study.json / study.md follow the study: a user reads them while it runs (hours)
+        st.optimize(study.objective, callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=done),
+                                                lambda *_: summarise(study)])
     return len(st.trials)
 
 
