@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -117,6 +118,8 @@ def test_tune_cli_with_two_jobs(tiny_overrides, tmp_path):
     proc = run_cli("tune", "demo", *tiny_overrides, "train.seed=0", "--space", str(space), "--trials", "2",
                    "--folds", "0", "--jobs", "2", "--out", str(out), timeout=600)
     assert "best overrides (validation speakers only): train.max_epochs=" in proc.stdout
+    # each worker's finished folds reach the terminal (a spawned worker had no log handler)
+    assert re.search(r"\[worker [01]\] trial \d fold 0: val accuracy [\d.]+ %", proc.stderr), proc.stderr
     study = json.loads((out / "study.json").read_text())
     # a worker stops once the study has its trials; one started meanwhile by the other still finishes
     assert 2 <= len([t for t in study["trials"] if t["state"] == "COMPLETE"]) <= 3

@@ -42,6 +42,7 @@ from attsf.errors import AttsfError
 from attsf.io import atomic_write_text, write_json
 
 log = logging.getLogger("attsf")
+trial_log = logging.getLogger("attsf.tune")  # one line per fold a trial finishes, from every worker
 TUNING_SPLITS = ("train", "val")
 STUDY_JSON = "study.json"
 
@@ -178,8 +179,10 @@ class Study:
             trial.set_user_attr(f"val_accuracy_fold{k}", accs[-1])
             mean = sum(accs) / len(accs)
             trial.report(mean, step)
-            log.info("trial %d fold %d: val accuracy %.2f %% (mean so far %.2f)", trial.number, k, accs[-1], mean)
+            trial_log.info("trial %d fold %d: val accuracy %.2f %% (mean so far %.2f)", trial.number, k, accs[-1], mean)
             if trial.should_prune():
+                trial_log.info("trial %d pruned: under the median of earlier trials after %d fold(s)", trial.number,
+                               step + 1)
                 raise optuna.TrialPruned()
         return sum(accs) / len(accs)
 
@@ -237,6 +240,17 @@ def _worker(study: Study, n_trials: int, threads: int, worker: int = 0) -> int:
     return len(st.trials)
 
 
+def _worker_process(study: Study, n_trials: int, threads: int, worker: int) -> int:
+    """``_worker`` in a process of its own (``--jobs`` > 1): its trial lines reach the
+    terminal as a single process's do (a spawned process has no log handler)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(f"[worker {worker}] %(message)s"))
+    trial_log.addHandler(handler)
+    trial_log.setLevel(logging.INFO)
+    trial_log.propagate = False
+    return _worker(study, n_trials, threads, worker)
+
+
 def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, folds: list[int] | None = None,
          jobs: int = 1, storage: str | None = None, name: str | None = None, sampler_seed: int = 0) -> dict:
     """Run (or resume) a study to ``n_trials`` finished or pruned trials; write
@@ -265,7 +279,8 @@ def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, fo
         from attsf.pool import run_jobs
 
         threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)
-        for _ in run_jobs([(f"tuning worker {i}", _worker, (study, n_trials, threads, i)) for i in range(jobs)], jobs):
+        workers = [(f"tuning worker {i}", _worker_process, (study, n_trials, threads, i)) for i in range(jobs)]
+        for _ in run_jobs(workers, jobs):
             pass
     else:
         _worker(study, n_trials, cfg.train.threads)
