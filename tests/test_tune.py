@@ -105,7 +105,8 @@ def test_bad_search_spaces_are_one_line_errors(tiny_cache, tmp_path, text, messa
 
 
 def test_packaged_spaces_fit_their_configs():
-    for name, config in (("au_only", "ravdess_au_only"), ("audio_only", "ravdess_audio_only"), ("fused", "ravdess_au")):
+    for name, config in (("au_only", "ravdess_au_only"), ("audio_only", "ravdess_audio_only"), ("fused", "ravdess_au"),
+                         ("au_capacity", "ravdess_au_only_recipe")):
         from attsf.config import resolve_config_path
 
         assert load_space(name, load_config(resolve_config_path(config)))

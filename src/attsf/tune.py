@@ -71,12 +71,13 @@ def load_space(path: str | Path, cfg: Config) -> dict[str, Param]:
     """A search space file, each key checked against ``cfg`` (an unknown key or a choice of
     the wrong type is a one-line error naming the file)."""
     path = Path(path)
-    packaged = resources.files("attsf") / "configs" / "spaces" / f"{path}.yaml"
+    spaces = resources.files("attsf") / "configs" / "spaces"
+    packaged = spaces / f"{path}.yaml"
     if not path.is_file() and path.suffix not in (".yaml", ".yml") and packaged.is_file():
         path = Path(str(packaged))
     if not path.is_file():
-        raise AttsfError(f"{path}: search space file not found (give a path or a packaged name: au_only, "
-                         "audio_only, fused)")
+        names = ", ".join(sorted(p.name.removesuffix(".yaml") for p in spaces.iterdir() if p.name.endswith(".yaml")))
+        raise AttsfError(f"{path}: search space file not found (give a path or a packaged name: {names})")
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError:
