@@ -86,6 +86,23 @@ def test_the_study_files_follow_a_running_study(tiny_cache, tmp_path):
     assert "| 0 | complete |" in (tmp_path / "s" / "study.md").read_text()
 
 
+def test_a_small_space_is_tried_whole_and_studies_do_not_share_runs(tiny_cache, tmp_path):
+    """A space of choices no larger than --trials: each combination once (random draws
+    repeated some and left others out). A second study given the same --out found the
+    first one's trials/trial0 and took its finished run as its own trial's score."""
+    space = tmp_path / "space.yaml"
+    space.write_text("train.max_epochs: [1]\naugment.feature_noise: [0.0, 0.5]\naugment.mixup: [0.0, 0.4]\n")
+    out = tmp_path / "study"
+    summary = tune(_cfg(tiny_cache), space, 6, out, folds=[0])
+    combos = [(t["params"]["augment.feature_noise"], t["params"]["augment.mixup"]) for t in summary["trials"]]
+    assert sorted(combos) == [(0.0, 0.0), (0.0, 0.4), (0.5, 0.0), (0.5, 0.4)]
+    assert all(t["state"] in ("COMPLETE", "PRUNED") for t in summary["trials"])
+    other = tmp_path / "other.yaml"
+    other.write_text("train.max_epochs: [2]\n")
+    with pytest.raises(AttsfError, match=r"trial0/fold0: a run of other settings is here \(.*train.max_epochs=1 there"):
+        tune(_cfg(tiny_cache), other, 1, out, folds=[0], name="another")
+
+
 def test_refit_configs_are_tuned_on_an_inner_split(tiny_cache):
     cfg = _cfg(tiny_cache)
     assert trial_config(cfg).data.train_on == "train" and cfg.data.train_on == "train+val"
@@ -127,6 +144,12 @@ def test_tune_cli_with_two_jobs(tiny_overrides, tmp_path):
     bad = run_cli("tune", "demo", *tiny_overrides, "--space", str(space), "--folds", "7", "--out", str(out),
                   check=False)
     assert bad.returncode == 2 and "fold 7 is out of range" in bad.stderr and "Traceback" not in bad.stderr
+    # an error inside a trial is one line too (Optuna logged the trial's traceback)
+    space.write_text("train.max_epochs: [3]\n")
+    clash = run_cli("tune", "demo", *tiny_overrides, "train.seed=0", "--space", str(space), "--trials", "1",
+                    "--folds", "0", "--study", "another", "--out", str(out), check=False)
+    assert clash.returncode == 2 and "a run of other settings is here" in clash.stderr, clash.stderr
+    assert "Traceback" not in clash.stderr
 
 
 def test_a_dead_trial_is_retried_once_before_workers_start(tmp_path):

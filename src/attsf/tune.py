@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -37,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from attsf.config import Config, with_values
+from attsf.config import Config, load_config, with_values
 from attsf.errors import AttsfError
 from attsf.io import atomic_write_text, write_json
 
@@ -126,7 +127,7 @@ class Study:
     storage: str
     name: str
     sampler_seed: int = 0
-
+    grid: bool = False  # every combination once (a space of choices no larger than --trials)
     grace_period: int = 90
 
     def storage_obj(self) -> Any:
@@ -144,12 +145,16 @@ class Study:
 
     def load(self, worker: int = 0) -> Any:
         """The study; each worker's sampler is seeded apart (and apart from earlier sessions),
-        so that parallel workers do not draw the same trials."""
+        so that parallel workers do not draw the same trials. A grid study tries each
+        combination once (Optuna's grid sampler); otherwise TPE after 8 random trials."""
         import optuna
 
         storage = self.storage_obj()
         seed = self.sampler_seed + 1000 * worker + _n_trials(storage, self.name)
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
+        if self.grid:
+            sampler = optuna.samplers.GridSampler({k: list(p.choices) for k, p in self.space.items()}, seed=seed)
+        else:
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
         return optuna.create_study(study_name=self.name, storage=storage, direction="maximize",
                                    sampler=sampler, pruner=pruner, load_if_exists=True)
@@ -157,6 +162,8 @@ class Study:
     def objective(self, trial: Any) -> float:
         import optuna
 
+        from attsf.evaluate import CONFIG_FILE
+        from attsf.reuse import config_differences
         from attsf.train import train
 
         params = {key: p.suggest(trial) for key, p in self.space.items()}
@@ -175,7 +182,11 @@ class Study:
         for step, k in enumerate(self.folds):
             run_dir = self.out / "trials" / runs / f"fold{k}"
             fold_cfg = replace(tree, data=replace(tree.data, fold=k))
-            metrics = train(fold_cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), splits=TUNING_SPLITS)
+            resume = (run_dir / CONFIG_FILE).is_file()
+            if resume and (diff := config_differences(load_config(run_dir / CONFIG_FILE), fold_cfg)):
+                raise AttsfError(f"{run_dir}: a run of other settings is here ({'; '.join(diff)}), from another "
+                                 "study with this --out; give each study its own --out")
+            metrics = train(fold_cfg, run_dir, resume=resume, splits=TUNING_SPLITS)
             accs.append(metrics["val"]["accuracy"] * 100)
             trial.set_user_attr(f"val_accuracy_fold{k}", accs[-1])
             mean = sum(accs) / len(accs)
@@ -229,7 +240,8 @@ def _worker(study: Study, n_trials: int, threads: int, worker: int = 0) -> int:
     from attsf.errors import quiet_library_warnings
 
     quiet_library_warnings()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # a failed trial's error reaches the user as one line (Optuna's warning carries its traceback)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     if threads:
         study.cfg = replace(study.cfg, train=replace(study.cfg.train, threads=threads, progress=False))
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -256,8 +268,11 @@ def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, fo
          jobs: int = 1, storage: str | None = None, name: str | None = None, sampler_seed: int = 0) -> dict:
     """Run (or resume) a study to ``n_trials`` finished or pruned trials; write
     ``study.json`` (every trial, the best overrides, provenance) and ``study.md``."""
+    import optuna
+
     from attsf.data.datamodule import load_folds
 
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # "study created / loaded": attsf says it below
     out = Path(out)
     space = load_space(space_path, cfg)
     n_folds = len(load_folds(cfg.data.folds)["folds"])
@@ -267,14 +282,18 @@ def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, fo
         raise AttsfError(f"--folds: fold {bad[0]} is out of range ({cfg.data.folds} has {n_folds} folds)")
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    study = Study(cfg, space, folds, out, storage, name or cfg.name, sampler_seed)
+    grid = math.prod(len(p.choices) if p.choices is not None else n_trials + 1 for p in space.values())
+    study = Study(cfg, space, folds, out, storage, name or cfg.name, sampler_seed, grid=grid <= n_trials)
+    if study.grid:
+        n_trials = grid
     _check_same_study(study)
     if cfg.data.train_on == "train+val":
         log.info("data.train_on=train+val: each trial trains on the fold's train speakers and is scored on its "
                  "validation speakers (an inner validation set held out of train + val); the test split is not loaded")
     else:
         log.info("each trial is scored on the validation speakers; the test split is not loaded")
-    log.info("study %s: %d trials, folds %s, %d job(s) -> %s", study.name, n_trials, folds, jobs, storage)
+    log.info("study %s: %d trials%s, folds %s, %d job(s) -> %s", study.name, n_trials,
+             " (every combination of the space once)" if study.grid else "", folds, jobs, storage)
     settle_retries(study)
     if jobs > 1:
         from attsf.pool import run_jobs
