@@ -103,6 +103,14 @@ def test_a_small_space_is_tried_whole_and_studies_do_not_share_runs(tiny_cache, 
         tune(_cfg(tiny_cache), other, 1, out, folds=[0], name="another")
 
 
+@pytest.mark.parametrize("url", ["bad://x", "postgresql://nobody@127.0.0.1:1/none"])
+def test_a_storage_that_cannot_be_opened_is_one_line(tiny_cache, tmp_path, url):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    with pytest.raises(AttsfError, match=r"^--storage .*: cannot open it as an Optuna storage \(.+\)$"):
+        tune(_cfg(tiny_cache), space, 1, tmp_path / "s", folds=[0], storage=url)
+
+
 def test_refit_configs_are_tuned_on_an_inner_split(tiny_cache):
     cfg = _cfg(tiny_cache)
     assert trial_config(cfg).data.train_on == "train" and cfg.data.train_on == "train+val"

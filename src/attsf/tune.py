@@ -286,6 +286,11 @@ def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, fo
     study = Study(cfg, space, folds, out, storage, name or cfg.name, sampler_seed, grid=grid <= n_trials)
     if study.grid:
         n_trials = grid
+    try:
+        study.load()
+    except Exception as exc:  # noqa: BLE001 - a URL Optuna cannot open, a driver missing, a server down
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AttsfError(f"--storage {storage}: cannot open it as an Optuna storage ({reason})") from None
     _check_same_study(study)
     if cfg.data.train_on == "train+val":
         log.info("data.train_on=train+val: each trial trains on the fold's train speakers and is scored on its "
