@@ -160,6 +160,67 @@ def test_tune_cli_with_two_jobs(tiny_overrides, tmp_path):
     assert "Traceback" not in clash.stderr
 
 
+@pytest.fixture
+def postgresql():
+    """A PostgreSQL server of its own (unix socket in a temporary folder), as a study shared
+    by several machines would use; run as the postgres user when the tests run as root."""
+    import os
+    import subprocess
+    import tempfile
+
+    bindir = Path("/usr/lib/postgresql")
+    initdb = shutil.which("initdb") or next((str(p) for p in sorted(bindir.glob("*/bin/initdb"))), None)
+    if initdb is None:
+        pytest.skip("no PostgreSQL server binaries (initdb) on this machine")
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'attsf[postgres]')")
+    as_user: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="attsf-pg-"))
+    if os.geteuid() == 0:  # initdb refuses root
+        import pwd
+
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no postgres user to run the server as")
+        root.chmod(0o755)
+        os.chown(root, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+    pg_ctl = str(Path(initdb).with_name("pg_ctl"))
+    subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "attsf"], check=True, capture_output=True)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+                    f"-c listen_addresses='' -k {root}", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://attsf@/postgres?host={root}"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_machines_share_one_study_on_postgresql(postgresql, tiny_overrides, tmp_path):
+    """Two `attsf tune` processes with their own output folders (two machines) on one
+    PostgreSQL study: each trains trials the other does not, and the study ends with the
+    trials asked for."""
+    import subprocess
+    import sys
+
+    space = tmp_path / "space.yaml"
+    space.write_text("train.max_epochs: [1, 2]\naugment.feature_noise: [0.0, 0.3, 0.6]\n")
+    args = ["tune", "demo", *tiny_overrides, "train.seed=0", "--space", str(space), "--trials", "3", "--folds", "0",
+            "--storage", postgresql, "--study", "shared"]
+    machines = [subprocess.Popen([sys.executable, "-m", "attsf", *args, "--out", str(tmp_path / m)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in ("a", "b")]
+    for proc in machines:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+    trained = [{p.name for p in (tmp_path / m / "trials").iterdir()} for m in ("a", "b")]
+    assert trained[0] and trained[1] and not trained[0] & trained[1]  # both worked, no trial twice
+    study = json.loads((tmp_path / "b" / "study.json").read_text())
+    assert study["storage"] == postgresql
+    done = [t for t in study["trials"] if t["state"] == "COMPLETE"]
+    assert 3 <= len(done) <= 4 and {f"trial{t['number']}" for t in done} <= trained[0] | trained[1]
+
+
 def test_a_dead_trial_is_retried_once_before_workers_start(tmp_path):
     """SQLite let two workers that both found one dead trial retry it twice, and the two
     retries trained in one folder at once (a study resumed with --jobs 2 failed). The

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -135,13 +136,20 @@ class Study:
 
         import optuna
 
-        if self.storage.startswith(("sqlite", "postgresql", "mysql")):
-            with warnings.catch_warnings():  # the heartbeat is marked experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    self.storage, heartbeat_interval=min(30, self.grace_period), grace_period=self.grace_period,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
-        return self.storage
+        if not self.storage.startswith(("sqlite", "postgresql", "mysql")):
+            return self.storage
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():  # the heartbeat is marked experimental
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        self.storage, heartbeat_interval=min(30, self.grace_period), grace_period=self.grace_period,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+            except Exception as exc:  # noqa: BLE001 - only the race below is retried
+                if attempt == 4 or not _tables_race(exc):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def load(self, worker: int = 0) -> Any:
         """The study; each worker's sampler is seeded apart (and apart from earlier sessions),
@@ -197,6 +205,17 @@ class Study:
                                step + 1)
                 raise optuna.TrialPruned()
         return sum(accs) / len(accs)
+
+
+def _tables_race(exc: Exception) -> bool:
+    """Whether opening a storage failed because another machine was creating Optuna's tables
+    in the same empty database at that moment (PostgreSQL: a duplicate key in its catalogue,
+    or "already exists"); the tables are there a moment later."""
+    import sqlalchemy.exc
+
+    text = str(exc)
+    return isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                            sqlalchemy.exc.OperationalError)) and ("already exists" in text or "duplicate key" in text)
 
 
 def _n_trials(storage: Any, name: str) -> int:

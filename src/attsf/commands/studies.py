@@ -75,8 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "with --jobs up to JOBS-1 more, started before the last one finished)")
     tu.add_argument("--folds", help="comma-separated folds whose validation accuracy is averaged (default: all)")
     tu.add_argument("--jobs", type=count, default=1, help="trials trained at once, in separate processes")
-    tu.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://host/db for several machines "
-                    "(default: sqlite OUT/study.db)")
+    tu.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db for several machines "
+                    "(pip install 'attsf[postgres]'; default: sqlite OUT/study.db)")
     tu.add_argument("--study", help="study name (default: the config's name)")
     tu.add_argument("--out", help="output folder: runs, study.json, study.md (default runs/tune/STUDY)")
     tu.add_argument("--sampler-seed", type=seed, default=0, help="seed of the TPE sampler")
