@@ -295,6 +295,25 @@ def test_a_refit_skips_the_per_epoch_validation_and_keeps_its_results(tiny_overr
     assert skipped["test"] == validated["test"] and skipped["val"] == validated["val"]
 
 
+def test_validating_at_the_end_only_keeps_every_result(tiny_overrides, tmp_path):
+    """``train.validate=end`` (with select=last): the validation actors are scored once,
+    after training, instead of after every epoch; the weights and every figure are the
+    same as with the per-epoch pass, and select=best refuses it."""
+    from attsf.history import read_csv
+    from attsf.train import train
+
+    base = [*tiny_overrides, *RECIPE, "train.select=last", "train.max_epochs=3", "train.seed=0"]
+    each = train(load_config(ROOT / "configs/ravdess_au.yaml", base), tmp_path / "each")
+    end = train(load_config(ROOT / "configs/ravdess_au.yaml", [*base, "train.validate=end"]), tmp_path / "end")
+    rows = {name: read_csv(tmp_path / name / "metrics.csv") for name in ("each", "end")}
+    assert sum(bool(r.get("val_acc")) for r in rows["each"]) == 3 and not any(r.get("val_acc") for r in rows["end"])
+    train_rows = {name: [(r["epoch"], r["train_loss"]) for r in v if r.get("train_loss")] for name, v in rows.items()}
+    assert len(train_rows["end"]) == 3 and train_rows["end"] == train_rows["each"]
+    assert end["val"] == each["val"] and end["test"] == each["test"]
+    with pytest.raises(AttsfError, match="train.validate=end .* set train.select=last"):
+        load_config(ROOT / "configs/ravdess_au.yaml", [*tiny_overrides, "train.validate=end"])
+
+
 def test_ema_weights_are_validated_and_saved(tiny_overrides, tmp_path):
     """``train.ema_decay``: validation during training runs on the moving average, and both
     checkpoints hold that average as their weights (the last one also the raw weights, to

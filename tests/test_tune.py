@@ -111,6 +111,41 @@ def test_a_storage_that_cannot_be_opened_is_one_line(tiny_cache, tmp_path, url):
         tune(_cfg(tiny_cache), space, 1, tmp_path / "s", folds=[0], storage=url)
 
 
+def test_a_study_resumes_across_attsf_versions_but_not_other_settings(tiny_cache, tmp_path):
+    """The base config recorded by an older attsf lacks keys added since: they take their
+    defaults and the study resumes (it was refused as 'another base config'); a setting
+    that differs is refused, named."""
+    from attsf.tune import Study, _check_same_study
+
+    cfg = _cfg(tiny_cache)
+    study = Study(cfg, {}, [0], tmp_path, f"sqlite:///{tmp_path / 'study.db'}", "s")
+    _check_same_study(study)
+    st = study.load()
+    old = st.user_attrs["base_config"]
+    del old["train"]["validate"]
+    st.set_user_attr("base_config", old)
+    _check_same_study(study)
+    study.cfg = load_config(None, [*_flat_overrides(cfg), "train.lr=0.01"])
+    with pytest.raises(AttsfError, match=r"another base config \(train.lr=0.003 there, 0.01 here\)"):
+        _check_same_study(study)
+
+
+def _flat_overrides(cfg) -> list[str]:
+    def walk(tree, prefix=""):
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                yield from walk(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}={json.dumps(v) if isinstance(v, (list, bool)) or v is None else v}"
+
+    return list(walk(cfg.to_dict()))
+
+
+def test_trials_of_a_last_epoch_config_validate_at_the_end_only(tiny_cache):
+    cfg = _cfg(tiny_cache)
+    assert trial_config(cfg).train.validate == "end" and cfg.train.validate == "epoch"
+
+
 def test_refit_configs_are_tuned_on_an_inner_split(tiny_cache):
     cfg = _cfg(tiny_cache)
     assert trial_config(cfg).data.train_on == "train" and cfg.data.train_on == "train+val"

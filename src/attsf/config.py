@@ -58,6 +58,9 @@ class TrainConfig:
     # the weights a run keeps and evaluates: "best" on validation (with early stopping), or
     # "last", the end of a fixed schedule (no early stopping, no selection on held-out data)
     select: Literal["best", "last"] = "best"
+    # when the validation actors are scored: after every epoch (curves in metrics.csv, needed
+    # by select=best), or only at the end (select=last; one pass instead of one per epoch)
+    validate: Literal["epoch", "end"] = "epoch"
     # > 0: an exponential moving average of the weights (decay per optimiser step) is what
     # validation, early stopping and the saved checkpoints see; 0 (the paper): the raw weights
     ema_decay: float = bounded(0.0, ge=0, le=0.9999)
@@ -100,6 +103,9 @@ class Config:
         if self.data.train_on == "train+val" and self.train.select == "best":
             raise ValueError("data.train_on=train+val trains on the validation speakers, so they cannot select "
                              "the weights: set train.select=last")
+        if self.train.validate == "end" and self.train.select == "best":
+            raise ValueError("train.validate=end scores the validation actors once, after training, so they cannot "
+                             "select the weights: set train.select=last")
         inits = self.train.init_audio or self.train.init_visual
         if inits and self.model.modalities != "av":
             raise ValueError("train.init_audio / train.init_visual start a fused model's branches (model.modalities=av)")

@@ -28,8 +28,8 @@ def absolute_paths(cfg: Config) -> Config:
 
 
 # How a run executes, not what it learns, or what the cache fills in (see _check_against_cache).
-_NOT_COMPARED = {"name", "train.threads", "train.progress", "train.accelerator", "train.devices", "train.num_nodes",
-                 "train.strategy", "data.num_workers", "data.fold", "model.visual_dim", "model.n_mfcc"}
+_NOT_COMPARED = {"name", "train.threads", "train.progress", "train.validate", "train.accelerator", "train.devices",
+                 "train.num_nodes", "train.strategy", "data.num_workers", "data.fold", "model.visual_dim", "model.n_mfcc"}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

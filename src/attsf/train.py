@@ -142,7 +142,7 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
         keep_history(run_dir)
     monitor, mode = ("val_mae", "min") if cfg.model.task == "regression" else ("val_acc", "max")
     select_best = cfg.train.select == "best"
-    refit = not per_epoch_validation(cfg)
+    no_val_pass = not per_epoch_validation(cfg)
     model_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="model", monitor=monitor if select_best else None,
                               mode=mode, save_top_k=1, save_weights_only=True, enable_version_counter=False)
     last_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
@@ -158,14 +158,14 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
         strategy=cfg.train.strategy,
         precision=_precision(cfg),
         callbacks=[model_cb, last_cb, *([EarlyStopping(monitor, patience=cfg.train.patience, mode=mode)] * select_best),
-                   RNGState(), *([NoValidationPass()] * refit),
+                   RNGState(), *([NoValidationPass()] * no_val_pass),
                    *([EMA(decay=cfg.train.ema_decay)] if cfg.train.ema_decay > 0 else []),
                    EpochLines(handler, console=cfg.train.progress and not interactive()),
                    *([EpochBar()] if cfg.train.progress and interactive() else [])],
         logger=CSVLogger(run_dir, name="", version=""),
         plugins=[SafetensorsCheckpointIO()],
         num_sanity_val_steps=0,
-        limit_val_batches=0 if refit else None,  # actors trained on: no per-epoch pass (NoValidationPass)
+        limit_val_batches=0 if no_val_pass else None,  # no per-epoch pass (NoValidationPass keeps the random stream)
         enable_progress_bar=cfg.train.progress and interactive(),  # logs get EpochLines instead
         enable_model_summary=False,
         log_every_n_steps=1,  # metrics are logged per epoch only
@@ -202,8 +202,9 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
 
 def per_epoch_validation(cfg: Config) -> bool:
     """Whether the validation actors are evaluated after each epoch: not when they are
-    trained on (``data.train_on=train+val``, which never selects on them)."""
-    return cfg.data.train_on != "train+val"
+    trained on (``data.train_on=train+val``, which never selects on them), nor with
+    ``train.validate=end`` (scored once, by the evaluation after training)."""
+    return cfg.data.train_on != "train+val" and cfg.train.validate == "epoch"
 
 
 @contextmanager

@@ -111,9 +111,13 @@ def load_space(path: str | Path, cfg: Config) -> dict[str, Param]:
 
 def trial_config(cfg: Config) -> Config:
     """What a trial trains: ``cfg``, with a refit on train + val replaced by training on the
-    train speakers alone (the validation speakers are the inner validation set)."""
+    train speakers alone (the validation speakers are the inner validation set). A trial
+    that keeps its last epoch scores the validation speakers once, at the end
+    (``train.validate=end``: the same weights, a pass per epoch less)."""
     if cfg.data.train_on == "train+val":
         cfg = replace(cfg, data=replace(cfg.data, train_on="train"))
+    if cfg.train.select == "last":
+        cfg = replace(cfg, train=replace(cfg.train, validate="end"))
     return cfg
 
 
@@ -341,10 +345,17 @@ def _check_same_study(study: Study) -> None:
         for k, v in want.items():
             st.set_user_attr(k, json.loads(json.dumps(v)))
         return
+    from attsf.config import config_from_dict
+    from attsf.reuse import config_differences
+
+    # the base config as settings (keys added to attsf since take their defaults; threads,
+    # devices and the like may differ between machines and sessions)
+    diff = config_differences(config_from_dict(have["base_config"]), study.cfg) if have["base_config"] else ["?"]
     for k, v in want.items():
-        if json.loads(json.dumps(v)) != have[k]:
-            raise AttsfError(f"study '{study.name}' in {study.storage} was started with another {k.replace('_', ' ')}; "
-                             "give another --study name or --out")
+        if diff if k == "base_config" else json.loads(json.dumps(v)) != have[k]:
+            detail = f" ({'; '.join(diff)})" if k == "base_config" and diff != ["?"] else ""
+            raise AttsfError(f"study '{study.name}' in {study.storage} was started with another {k.replace('_', ' ')}"
+                             f"{detail}; give another --study name or --out")
 
 
 def _param_doc(p: Param) -> dict:
