@@ -111,10 +111,11 @@ def test_a_storage_that_cannot_be_opened_is_one_line(tiny_cache, tmp_path, url):
         tune(_cfg(tiny_cache), space, 1, tmp_path / "s", folds=[0], storage=url)
 
 
-def test_a_study_resumes_across_attsf_versions_but_not_other_settings(tiny_cache, tmp_path):
+def test_a_study_resumes_across_attsf_versions_and_machines_but_not_other_settings(tiny_cache, tmp_path):
     """The base config recorded by an older attsf lacks keys added since: they take their
-    defaults and the study resumes (it was refused as 'another base config'); a setting
-    that differs is refused, named."""
+    defaults and the study resumes (it was refused as 'another base config'); a machine
+    with its copy of the cache at another path joins (it was refused); another set of
+    clips, or a setting that differs, is refused, named."""
     from attsf.tune import Study, _check_same_study
 
     cfg = _cfg(tiny_cache)
@@ -125,6 +126,16 @@ def test_a_study_resumes_across_attsf_versions_but_not_other_settings(tiny_cache
     del old["train"]["validate"]
     st.set_user_attr("base_config", old)
     _check_same_study(study)
+    # another machine: its own copy of the cache elsewhere, the same clips
+    copy = tmp_path / "elsewhere" / "cache"
+    shutil.copytree(tiny_cache, copy)
+    study.cfg = load_config(None, [*_flat_overrides(cfg), f"data.cache={copy}"])
+    _check_same_study(study)
+    index = json.loads((copy / "index.json").read_text())
+    index["clips"] = index["clips"][1:]
+    (copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(AttsfError, match=r"another cache \(clip index \w+ there, \w+ here\)"):
+        _check_same_study(study)
     study.cfg = load_config(None, [*_flat_overrides(cfg), "train.lr=0.01"])
     with pytest.raises(AttsfError, match=r"another base config \(train.lr=0.003 there, 0.01 here\)"):
         _check_same_study(study)

@@ -337,25 +337,40 @@ def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, fo
 
 def _check_same_study(study: Study) -> None:
     """A study resumed with another base config, space or folds would mix trials."""
+    from attsf.config import config_from_dict
+    from attsf.data.cache import ClipCache
+    from attsf.provenance import cache_fingerprint
+    from attsf.reuse import config_differences
+
+
     st = study.load()
+    ClipCache(study.cfg.data.cache)  # a cache that is not there: its one-line error
+    index = cache_fingerprint(study.cfg.data.cache, content=False)["index_sha256"]
     want = {"base_config": study.cfg.to_dict(), "space": {k: _param_doc(p) for k, p in study.space.items()},
-            "folds": study.folds}
+            "folds": study.folds, "cache_index": index}
     have = {k: st.user_attrs.get(k) for k in want}
     if all(v is None for v in have.values()):
         for k, v in want.items():
             st.set_user_attr(k, json.loads(json.dumps(v)))
         return
-    from attsf.config import config_from_dict
-    from attsf.reuse import config_differences
-
-    # the base config as settings (keys added to attsf since take their defaults; threads,
-    # devices and the like may differ between machines and sessions)
-    diff = config_differences(config_from_dict(have["base_config"]), study.cfg) if have["base_config"] else ["?"]
-    for k, v in want.items():
-        if diff if k == "base_config" else json.loads(json.dumps(v)) != have[k]:
-            detail = f" ({'; '.join(diff)})" if k == "base_config" and diff != ["?"] else ""
-            raise AttsfError(f"study '{study.name}' in {study.storage} was started with another {k.replace('_', ' ')}"
-                             f"{detail}; give another --study name or --out")
+    # the base config as settings: keys added to attsf since take their defaults; threads,
+    # devices and the like may differ between machines and sessions, and so may the cache's
+    # path (each machine its own copy), as long as the clips are the same (its index)
+    diff = []
+    if have["base_config"]:
+        diff = [d for d in config_differences(config_from_dict(have["base_config"]), study.cfg)
+                if not d.startswith("data.cache=")]
+    problems = {"base_config": diff or have["base_config"] is None,
+                "space": json.loads(json.dumps(want["space"])) != have["space"],
+                "folds": want["folds"] != have["folds"],
+                "cache_index": have["cache_index"] not in (None, index)}
+    for k, bad in problems.items():
+        if bad:
+            detail = {"base_config": f" ({'; '.join(diff)})" if diff else "",
+                      "cache_index": f" (clip index {have['cache_index']} there, {index} here)"}.get(k, "")
+            what = "cache" if k == "cache_index" else k.replace("_", " ")
+            raise AttsfError(f"study '{study.name}' in {study.storage} was started with another {what}{detail}; "
+                             "give another --study name or --out")
 
 
 def _param_doc(p: Param) -> dict:
