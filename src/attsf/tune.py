@@ -142,18 +142,22 @@ class Study:
 
         if not self.storage.startswith(("sqlite", "postgresql", "mysql")):
             return self.storage
-        for attempt in range(5):
+
+        def open_rdb() -> Any:
+            with warnings.catch_warnings():  # the heartbeat is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    self.storage, heartbeat_interval=min(30, self.grace_period), grace_period=self.grace_period,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+
+        for attempt in range(4):
             try:
-                with warnings.catch_warnings():  # the heartbeat is marked experimental
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return optuna.storages.RDBStorage(
-                        self.storage, heartbeat_interval=min(30, self.grace_period), grace_period=self.grace_period,
-                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+                return open_rdb()
             except Exception as exc:  # noqa: BLE001 - only the race below is retried
-                if attempt == 4 or not _tables_race(exc):
+                if not _tables_race(exc):
                     raise
                 time.sleep(0.5 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return open_rdb()
 
     def load(self, worker: int = 0) -> Any:
         """The study; each worker's sampler is seeded apart (and apart from earlier sessions),
@@ -341,7 +345,6 @@ def _check_same_study(study: Study) -> None:
     from attsf.data.cache import ClipCache
     from attsf.provenance import cache_fingerprint
     from attsf.reuse import config_differences
-
 
     st = study.load()
     ClipCache(study.cfg.data.cache)  # a cache that is not there: its one-line error
