@@ -267,7 +267,7 @@ def test_two_machines_share_one_study_on_postgresql(postgresql, tiny_overrides, 
     assert 3 <= len(done) <= 4 and {f"trial{t['number']}" for t in done} <= trained[0] | trained[1]
 
 
-def test_a_dead_trial_is_retried_once_before_workers_start(tmp_path):
+def test_a_dead_trial_is_retried_once_before_workers_start(tiny_cache, tmp_path):
     """SQLite let two workers that both found one dead trial retry it twice, and the two
     retries trained in one folder at once (a study resumed with --jobs 2 failed). The
     parent now settles dead trials and duplicate retries before its workers start."""
@@ -275,9 +275,9 @@ def test_a_dead_trial_is_retried_once_before_workers_start(tmp_path):
 
     import optuna
 
-    from attsf.tune import Study, settle_retries
+    from attsf.tune import Study, settle_retries, summarise
 
-    study = Study(None, {}, [0], tmp_path, f"sqlite:///{tmp_path / 'study.db'}", "s", grace_period=1)
+    study = Study(_cfg(tiny_cache), {}, [0], tmp_path, f"sqlite:///{tmp_path / 'study.db'}", "s", grace_period=1)
     st = study.load()
     dead = st.ask()
     dead.set_user_attr("runs", "trial0")
@@ -290,3 +290,8 @@ def test_a_dead_trial_is_retried_once_before_workers_start(tmp_path):
     assert sorted(t.user_attrs["runs"] for t in waiting) == ["trial0", "trial5", "trial6"]
     assert st.trials[0].state == optuna.trial.TrialState.FAIL
     assert settle_retries(study) == []  # nothing left to settle
+    # the study's table says what became of the dead trial (it read "fail", as a trial that failed)
+    retry = next(t.number for t in waiting if t.user_attrs["runs"] == "trial0")
+    summarise(study)
+    table = (tmp_path / "study.md").read_text()
+    assert f"| 0 | died, retried as {retry} |" in table and f"| {retry} | waiting (retry of 0) |" in table

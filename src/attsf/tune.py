@@ -393,6 +393,7 @@ def summarise(study: Study) -> dict:
         per_fold = {k.removeprefix("val_accuracy_"): v for k, v in t.user_attrs.items() if k.startswith("val_accuracy")}
         trials.append({"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
                        "val_accuracy": per_fold, "same_as": t.user_attrs.get("same_as"), "runs": t.user_attrs.get("runs"),
+                       "retry_of": t.system_attrs.get("failed_trial"),  # a trial whose process died, run again
                        "minutes": round(t.duration.total_seconds() / 60, 1) if t.duration else None})
     complete = [t for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     best = max(complete, key=lambda t: t.value) if complete else None
@@ -423,10 +424,22 @@ def study_markdown(summary: dict) -> str:
         lines += [f"Inner split: {summary['inner_split']}.", ""]
     lines += ["| trial | state | val acc % | " + " | ".join(keys) + " | min |",
               "| --- | --- | --- | " + " | ".join("---" for _ in keys) + " | --- |"]
+    retried = {t["retry_of"]: t["number"] for t in summary["trials"] if t.get("retry_of") is not None}
+
+    def state(t: dict) -> str:
+        if t["state"] == "FAIL" and t["number"] in retried:
+            return f"died, retried as {retried[t['number']]}"
+        label = t["state"].lower()
+        if t.get("retry_of") is not None:
+            label += f" (retry of {t['retry_of']})"
+        if t.get("same_as") is not None:
+            label += f" (= trial {t['same_as']}, not trained again)"
+        return label
+
     ranked = sorted(summary["trials"], key=lambda t: (t["value"] is None, -(t["value"] or 0)))
     for t in ranked:
         value = f"{t['value']:.2f}" if t["value"] is not None else "-"
-        lines.append(f"| {t['number']} | {t['state'].lower()} | {value} | "
+        lines.append(f"| {t['number']} | {state(t)} | {value} | "
                      + " | ".join(str(t["params"].get(k, "")) for k in keys) + f" | {t['minutes'] or ''} |")
     if summary["best"]:
         b = summary["best"]
