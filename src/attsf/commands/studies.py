@@ -72,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tu.add_argument("overrides", nargs="*")
     tu.add_argument("--space", required=True, help="search space YAML: dotted key -> [choices] or {low, high, log, step}")
     tu.add_argument("--trials", type=count, default=20, help="finished or pruned trials the study ends with (default 20; "
-                    "with --jobs up to JOBS-1 more, started before the last one finished)")
+                    "with --jobs up to JOBS-1 more, started before the last one finished); a space of choices with "
+                    "no more combinations than this is tried whole, each combination once")
     tu.add_argument("--folds", help="comma-separated folds whose validation accuracy is averaged (default: all)")
     tu.add_argument("--jobs", type=count, default=1, help="trials trained at once, in separate processes")
     tu.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db for several machines "
