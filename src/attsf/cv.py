@@ -10,13 +10,12 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from attsf.config import Config, load_config
+from attsf.config import Config
 from attsf.cv_results import summarise_cv, summarise_seeds
 from attsf.data.datamodule import load_folds
 from attsf.errors import AttsfError, quiet_library_warnings
-from attsf.evaluate import CONFIG_FILE
 from attsf.provenance import provenance
-from attsf.reuse import config_differences
+from attsf.reuse import resumable
 from attsf.train import METRICS, train, trainer_rank_zero
 
 log = logging.getLogger("attsf")
@@ -84,10 +83,7 @@ def _fold_job(cfg: Config, out_dir: Path, k: int, n_folds: int) -> tuple[Config,
     whose settings differ."""
     run_dir = out_dir / f"fold{k}"
     fold_cfg = replace(cfg, data=replace(cfg.data, fold=k))
-    resume = (run_dir / CONFIG_FILE).is_file()
-    if resume and (diff := config_differences(load_config(run_dir / CONFIG_FILE), fold_cfg)):
-        raise AttsfError(f"{run_dir}: this run has other settings ({'; '.join(diff)}); "
-                         "choose another --out or remove it")
+    resume = resumable(run_dir, fold_cfg, "choose another --out or remove it")
     state = " (finished: reused)" if (run_dir / METRICS).is_file() else " (resuming)" if resume else ""
     log.info("fold %d/%d, seed %d -> %s%s", k, n_folds, cfg.train.seed, run_dir, state)
     return fold_cfg, run_dir, resume

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from attsf.config import Config
+from attsf.config import Config, load_config
 
 # what a unimodal run must share with the fused one, or its weights saw other speakers or features
 SAME_DATA = ("cache", "folds", "fold", "normalize", "train_on", "protocol")
@@ -54,6 +54,19 @@ def config_differences(saved: Config, wanted: Config) -> list[str]:
     if wanted.train.select == "last":  # no early stopping: the patience plays no part
         skip |= {"train.patience"}
     return [f"{k}={a[k]} there, {b[k]} here" for k in b if k not in skip and a.get(k) != b[k]]
+
+
+def resumable(run_dir: Path, cfg: Config, advice: str) -> bool:
+    """Whether ``run_dir`` holds a run of ``cfg`` to resume or reuse (False: none there); a
+    run of other settings there is refused, naming them, with ``advice``."""
+    from attsf.errors import AttsfError
+    from attsf.evaluate import CONFIG_FILE
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        return False
+    if diff := config_differences(load_config(run_dir / CONFIG_FILE), cfg):
+        raise AttsfError(f"{run_dir}: this run has other settings ({'; '.join(diff)}); {advice}")
+    return True
 
 
 def data_differences(source: Config, cfg: Config) -> list[tuple[str, object, object]]:

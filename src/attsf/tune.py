@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from attsf.config import Config, load_config, with_values
+from attsf.config import Config, with_values
 from attsf.errors import AttsfError
 from attsf.io import atomic_write_text, write_json
 
@@ -178,8 +178,7 @@ class Study:
     def objective(self, trial: Any) -> float:
         import optuna
 
-        from attsf.evaluate import CONFIG_FILE
-        from attsf.reuse import config_differences
+        from attsf.reuse import resumable
         from attsf.train import train
 
         params = {key: p.suggest(trial) for key, p in self.space.items()}
@@ -198,10 +197,7 @@ class Study:
         for step, k in enumerate(self.folds):
             run_dir = self.out / "trials" / runs / f"fold{k}"
             fold_cfg = replace(tree, data=replace(tree.data, fold=k))
-            resume = (run_dir / CONFIG_FILE).is_file()
-            if resume and (diff := config_differences(load_config(run_dir / CONFIG_FILE), fold_cfg)):
-                raise AttsfError(f"{run_dir}: a run of other settings is here ({'; '.join(diff)}), from another "
-                                 "study with this --out; give each study its own --out")
+            resume = resumable(run_dir, fold_cfg, "another study used this --out: give each study its own --out")
             metrics = train(fold_cfg, run_dir, resume=resume, splits=TUNING_SPLITS)
             accs.append(metrics["val"]["accuracy"] * 100)
             trial.set_user_attr(f"val_accuracy_fold{k}", accs[-1])
@@ -309,10 +305,12 @@ def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, fo
         raise AttsfError(f"--folds: fold {bad[0]} is out of range ({cfg.data.folds} has {n_folds} folds)")
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    grid = math.prod(len(p.choices) if p.choices is not None else n_trials + 1 for p in space.values())
-    study = Study(cfg, space, folds, out, storage, name or cfg.name, sampler_seed, grid=grid <= n_trials)
+    choices_only = all(p.choices is not None for p in space.values())
+    combinations = math.prod(len(p.choices) for p in space.values()) if choices_only else None
+    study = Study(cfg, space, folds, out, storage, name or cfg.name, sampler_seed,
+                  grid=combinations is not None and combinations <= n_trials)
     if study.grid:
-        n_trials = grid
+        n_trials = combinations
     try:
         study.load()
     except Exception as exc:  # noqa: BLE001 - a URL Optuna cannot open, a driver missing, a server down
