@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -241,9 +242,11 @@ def test_two_machines_share_one_study_on_postgresql(postgresql, tiny_overrides, 
     import sys
 
     space = tmp_path / "space.yaml"
-    space.write_text("train.max_epochs: [1, 2]\naugment.feature_noise: [0.0, 0.3, 0.6]\n")
+    space.write_text("train.max_epochs: [10, 15]\naugment.feature_noise: [0.0, 0.3, 0.6]\n")
     args = ["tune", "demo", *tiny_overrides, "train.seed=0", "--space", str(space), "--trials", "3", "--folds", "0",
             "--storage", postgresql, "--study", "shared"]
+    # trials of seconds, not of a fraction of one: a machine that started a moment later (busy
+    # with other processes) found the whole study done by the other
     machines = [subprocess.Popen([sys.executable, "-m", "attsf", *args, "--out", str(tmp_path / m)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in ("a", "b")]
     for proc in machines:
@@ -261,8 +264,6 @@ def test_a_dead_trial_is_retried_once_before_workers_start(tiny_cache, tmp_path)
     """SQLite let two workers that both found one dead trial retry it twice, and the two
     retries trained in one folder at once (a study resumed with --jobs 2 failed). The
     parent now settles dead trials and duplicate retries before its workers start."""
-    import time
-
     import optuna
 
     from attsf.tune import Study, settle_retries, summarise
@@ -285,3 +286,56 @@ def test_a_dead_trial_is_retried_once_before_workers_start(tiny_cache, tmp_path)
     summarise(study)
     table = (tmp_path / "study.md").read_text()
     assert f"| 0 | died, retried as {retry} |" in table and f"| {retry} | waiting (retry of 0) |" in table
+
+
+def test_a_grid_keeps_one_order_of_its_combinations_across_workers_and_sessions(tiny_cache, tmp_path):
+    """A grid study numbers the combinations in an order drawn from the sampler's seed, and
+    that seed differed per worker and per session: the study of 8 combinations resumed in a
+    new session trained one combination twice and would have left another out."""
+    from attsf.tune import Study, _worker
+
+    space = tmp_path / "space.yaml"
+    space.write_text("train.max_epochs: [1]\naugment.feature_noise: [0.0, 0.5]\naugment.mixup: [0.0, 0.4]\n")
+    cfg = _cfg(tiny_cache)
+    study = Study(cfg, load_space(space, cfg), [0], tmp_path / "s", f"sqlite:///{tmp_path / 'study.db'}", "s",
+                  grid=True)
+    _worker(study, 1, 1, worker=0)  # a first session stops after one trial
+    _worker(study, 4, 1, worker=1)  # another worker, in a later session, finishes the study
+    summary = json.loads((tmp_path / "s" / "study.json").read_text())
+    trained = [(t["params"]["augment.feature_noise"], t["params"]["augment.mixup"]) for t in summary["trials"]
+               if t["state"] == "COMPLETE" and t["same_as"] is None]
+    assert sorted(trained) == [(0.0, 0.0), (0.0, 0.4), (0.5, 0.0), (0.5, 0.4)]
+
+
+def test_an_interrupted_study_retries_its_trial_and_resumes_its_runs(tiny_overrides, tmp_path):
+    """Ctrl-C (or SIGTERM) of a one-job study: Optuna failed the trial, so the study resumed
+    without it (a grid study lost that combination; its runs were trained again from the
+    start in another folder), and the message told to resume the run with `attsf train`."""
+    import signal
+    import subprocess
+    import sys
+
+    space = tmp_path / "space.yaml"
+    space.write_text("train.max_epochs: [40]\n")
+    out = tmp_path / "study"
+    args = [sys.executable, "-m", "attsf", "tune", "demo", *tiny_overrides, "train.seed=0", "--space", str(space),
+            "--trials", "1", "--folds", "0", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = out / "trials" / "trial0" / "fold0"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (run / "checkpoints" / "last.json").is_file():  # one whole checkpoint
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert re.match(rf"attsf: error: {re.escape(str(run))}: interrupted by SIGINT at epoch \d+ of 40; it is "
+                    r"unfinished \(no metrics.json\); the same `attsf tune` command retries trial 0 of study", last), last
+    assert "Traceback" not in err and not (run / "metrics.json").exists()
+    again = run_cli(*args[3:])
+    study = json.loads((out / "study.json").read_text())
+    assert [(t["number"], t["state"], t["retry_of"], t["runs"]) for t in study["trials"]] == [
+        (0, "FAIL", None, "trial0"), (1, "COMPLETE", 0, "trial0")], again.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["provenance"]["resumed"] is True and not (out / "trials" / "trial1").exists()
+    assert "| 0 | interrupted, retried as 1 |" in (out / "study.md").read_text()

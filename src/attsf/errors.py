@@ -13,12 +13,17 @@ class AttsfError(Exception):
 class Interrupted(AttsfError):
     """A run stopped by SIGINT or SIGTERM (exit 128 + the signal's number)."""
 
-    def __init__(self, message: str, signum: int) -> None:
+    def __init__(self, message: str, signum: int, stopped: str = "") -> None:
         super().__init__(message)
         self.signum, self.exit_code = signum, 128 + signum
+        self.stopped = stopped or message  # what stopped where, without the advice how to go on
+
+    def resumed_by(self, advice: str) -> "Interrupted":
+        """The same interruption with other advice (a run inside a study resumes with the study)."""
+        return Interrupted(f"{self.stopped}; {advice}", self.signum, self.stopped)
 
     def __reduce__(self):  # crosses process pools whole (the default would drop signum)
-        return type(self), (str(self), self.signum)
+        return type(self), (str(self), self.signum, self.stopped)
 
 
 def raise_interrupted(signum: int, frame) -> None:

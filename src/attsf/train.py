@@ -180,9 +180,9 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
         with _interrupts_raise():
             trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
     except Interrupted as exc:
-        raise Interrupted(f"{run_dir}: {exc} at epoch {trainer.current_epoch + 1} of {cfg.train.max_epochs}; it is "
-                          f"unfinished (no metrics.json); continue it with `attsf train --resume {run_dir}`",
-                          exc.exit_code - 128) from None
+        stopped = (f"{run_dir}: {exc} at epoch {trainer.current_epoch + 1} of {cfg.train.max_epochs}; it is "
+                   "unfinished (no metrics.json)")
+        raise Interrupted(f"{stopped}; continue it with `attsf train --resume {run_dir}`", exc.signum, stopped) from None
     finally:
         logging.getLogger("attsf").removeHandler(handler)
     if trainer.global_rank != 0:

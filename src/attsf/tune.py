@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from attsf.config import Config, with_values
-from attsf.errors import AttsfError
+from attsf.errors import AttsfError, Interrupted
 from attsf.io import atomic_write_text, write_json
 
 log = logging.getLogger("attsf")
@@ -162,14 +162,16 @@ class Study:
     def load(self, worker: int = 0) -> Any:
         """The study; each worker's sampler is seeded apart (and apart from earlier sessions),
         so that parallel workers do not draw the same trials. A grid study tries each
-        combination once (Optuna's grid sampler); otherwise TPE after 8 random trials."""
+        combination once (Optuna's grid sampler, whose order of the combinations must be the
+        same in every worker and session); otherwise TPE after 8 random trials."""
         import optuna
 
         storage = self.storage_obj()
-        seed = self.sampler_seed + 1000 * worker + _n_trials(storage, self.name)
-        if self.grid:
-            sampler = optuna.samplers.GridSampler({k: list(p.choices) for k, p in self.space.items()}, seed=seed)
+        if self.grid:  # one order of the combinations for every worker and session: a trial's grid id means one set
+            sampler = optuna.samplers.GridSampler({k: list(p.choices) for k, p in self.space.items()},
+                                                  seed=self.sampler_seed)
         else:
+            seed = self.sampler_seed + 1000 * worker + _n_trials(storage, self.name)
             sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
         return optuna.create_study(study_name=self.name, storage=storage, direction="maximize",
@@ -198,7 +200,12 @@ class Study:
             run_dir = self.out / "trials" / runs / f"fold{k}"
             fold_cfg = replace(tree, data=replace(tree.data, fold=k))
             resume = resumable(run_dir, fold_cfg, "another study used this --out: give each study its own --out")
-            metrics = train(fold_cfg, run_dir, resume=resume, splits=TUNING_SPLITS)
+            try:
+                metrics = train(fold_cfg, run_dir, resume=resume, splits=TUNING_SPLITS)
+            except Interrupted as exc:  # the study resumes this trial's runs (settle_retries)
+                trial.set_user_attr("interrupted", True)
+                raise exc.resumed_by(f"the same `attsf tune` command retries trial {trial.number} of study "
+                                     f"'{self.name}' and resumes its runs") from None
             accs.append(metrics["val"]["accuracy"] * 100)
             trial.set_user_attr(f"val_accuracy_fold{k}", accs[-1])
             mean = sum(accs) / len(accs)
@@ -233,10 +240,12 @@ def _n_trials(storage: Any, name: str) -> int:
 
 def settle_retries(study: Study) -> list[int]:
     """Fail the trials whose process died (each is retried once, as a waiting trial with
-    its parameters and runs), and fail all but one waiting retry of the same runs. Done
-    once by the parent before its workers start: SQLite lets two workers that find the
-    same stale trial at the same moment both retry it, and two retries would train in one
-    folder at once. Returns the trial numbers failed as duplicates."""
+    its parameters and runs), retry the trials stopped by SIGINT / SIGTERM (Optuna failed
+    them: a grid study would lose their combination, any study their runs), and fail all
+    but one waiting retry of the same runs. Done once by the parent before its workers
+    start: SQLite lets two workers that find the same stale trial at the same moment both
+    retry it, and two retries would train in one folder at once. Returns the trial numbers
+    failed as duplicates."""
     import warnings
 
     import optuna
@@ -245,6 +254,10 @@ def settle_retries(study: Study) -> list[int]:
     with warnings.catch_warnings():  # marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(st)
+        retried = {t.system_attrs.get("failed_trial") for t in st.get_trials(deepcopy=False)}
+        for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+            if t.user_attrs.get("interrupted") and t.number not in retried:
+                optuna.storages.RetryFailedTrialCallback(max_retry=None)(st, t)
     seen, dropped = set(), []
     for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
         runs = t.user_attrs.get("runs")
@@ -392,6 +405,7 @@ def summarise(study: Study) -> dict:
         trials.append({"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
                        "val_accuracy": per_fold, "same_as": t.user_attrs.get("same_as"), "runs": t.user_attrs.get("runs"),
                        "retry_of": t.system_attrs.get("failed_trial"),  # a trial whose process died, run again
+                       "interrupted": t.state == optuna.trial.TrialState.FAIL and bool(t.user_attrs.get("interrupted")),
                        "minutes": round(t.duration.total_seconds() / 60, 1) if t.duration else None})
     complete = [t for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     best = max(complete, key=lambda t: t.value) if complete else None
@@ -426,7 +440,7 @@ def study_markdown(summary: dict) -> str:
 
     def state(t: dict) -> str:
         if t["state"] == "FAIL" and t["number"] in retried:
-            return f"died, retried as {retried[t['number']]}"
+            return f"{'interrupted' if t.get('interrupted') else 'died'}, retried as {retried[t['number']]}"
         label = t["state"].lower()
         if t.get("retry_of") is not None:
             label += f" (retry of {t['retry_of']})"
