@@ -171,6 +171,24 @@ def _start_train(tiny_cache, out: Path, epochs: int) -> subprocess.Popen:
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def test_a_signalled_cross_validation_says_the_same_command_resumes_it(tiny_cache, tmp_path):
+    """Ctrl-C of `attsf cv` told to resume the one run with `attsf train --resume`; the cv
+    command itself resumes it and reuses the finished folds."""
+    out = tmp_path / "cv"
+    proc = subprocess.Popen([sys.executable, "-m", "attsf", "cv", "demo", *TINY, f"data.cache={tiny_cache}",
+                             f"data.folds={tiny_cache / 'folds.json'}", "train.max_epochs=40", "--folds", "0",
+                             "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (out / "fold0" / "checkpoints" / "last.json").is_file():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert re.fullmatch(rf"attsf: error: {re.escape(str(out / 'fold0'))}: interrupted by SIGINT at epoch \d+ of 40; "
+                        r"it is unfinished \(no metrics.json\); the same command resumes it and reuses the finished runs",
+                        err.strip().splitlines()[-1]), err[-2000:]
+
+
 @pytest.mark.parametrize("sig", [15, 2])
 def test_a_signalled_run_says_so_and_is_not_used_as_finished(sig, tiny_cache, tmp_path):
     from attsf.card import model_card

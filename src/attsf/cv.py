@@ -13,7 +13,7 @@ from pathlib import Path
 from attsf.config import Config
 from attsf.cv_results import summarise_cv, summarise_seeds
 from attsf.data.datamodule import load_folds
-from attsf.errors import AttsfError, quiet_library_warnings
+from attsf.errors import AttsfError, Interrupted, quiet_library_warnings
 from attsf.provenance import provenance
 from attsf.reuse import resumable
 from attsf.train import METRICS, train, trainer_rank_zero
@@ -63,7 +63,10 @@ def cross_validate_many(studies: list[tuple[Config, Path]], folds: list[int] | N
                      s, k, 100 * metrics["test"]["accuracy"])
     else:
         for i, s, k, fold_cfg, run_dir, resume in plan:  # under DDP every rank trains every run; rank 0 writes
-            metrics = train(fold_cfg, run_dir, resume=resume)
+            try:
+                metrics = train(fold_cfg, run_dir, resume=resume)
+            except Interrupted as exc:
+                raise exc.resumed_by("the same command resumes it and reuses the finished runs") from None
             if metrics is not None:
                 results[i][s][k] = metrics
         if not trainer_rank_zero():
