@@ -307,35 +307,46 @@ def test_a_grid_keeps_one_order_of_its_combinations_across_workers_and_sessions(
     assert sorted(trained) == [(0.0, 0.0), (0.0, 0.4), (0.5, 0.0), (0.5, 0.4)]
 
 
-def test_an_interrupted_study_retries_its_trial_and_resumes_its_runs(tiny_overrides, tmp_path):
-    """Ctrl-C (or SIGTERM) of a one-job study: Optuna failed the trial, so the study resumed
-    without it (a grid study lost that combination; its runs were trained again from the
-    start in another folder), and the message told to resume the run with `attsf train`."""
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_interrupted_study_retries_its_trials_and_resumes_their_runs(jobs, tiny_overrides, tmp_path):
+    """Ctrl-C of a study. One job: Optuna failed the trial, so the study resumed without it (a
+    grid study lost that combination, its runs trained again from the start elsewhere) and
+    the message told to resume the run with `attsf train`. Two jobs: the trials stayed
+    "running" until Optuna's heartbeat went stale, so a study resumed at once trained new
+    trials first and ended with them listed as running."""
+    import os
     import signal
     import subprocess
     import sys
 
     space = tmp_path / "space.yaml"
-    space.write_text("train.max_epochs: [40]\n")
+    space.write_text("train.max_epochs: [12, 13]\n")
     out = tmp_path / "study"
-    args = [sys.executable, "-m", "attsf", "tune", "demo", *tiny_overrides, "train.seed=0", "--space", str(space),
-            "--trials", "1", "--folds", "0", "--out", str(out)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run = out / "trials" / "trial0" / "fold0"
+    args = ["tune", "demo", *tiny_overrides, "train.seed=0", "--space", str(space), "--trials", "2", "--folds", "0",
+            "--jobs", str(jobs), "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "attsf", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     deadline = time.time() + 600
-    while time.time() < deadline and not (run / "checkpoints" / "last.json").is_file():  # one whole checkpoint
+    while time.time() < deadline and len(list(out.glob("trials/*/fold0/checkpoints/last.json"))) < jobs:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the command
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
-    last = err.strip().splitlines()[-1]
-    assert re.match(rf"attsf: error: {re.escape(str(run))}: interrupted by SIGINT at epoch \d+ of 40; it is "
-                    r"unfinished \(no metrics.json\); the same `attsf tune` command retries trial 0 of study", last), last
-    assert "Traceback" not in err and not (run / "metrics.json").exists()
-    again = run_cli(*args[3:])
-    study = json.loads((out / "study.json").read_text())
-    assert [(t["number"], t["state"], t["retry_of"], t["runs"]) for t in study["trials"]] == [
-        (0, "FAIL", None, "trial0"), (1, "COMPLETE", 0, "trial0")], again.stderr
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["provenance"]["resumed"] is True and not (out / "trials" / "trial1").exists()
-    assert "| 0 | interrupted, retried as 1 |" in (out / "study.md").read_text()
+    where = rf"{re.escape(str(out))}/trials/trial0/fold0: interrupted by SIGINT at epoch \d+ of 1\d; it is unfinished " \
+        r"\(no metrics.json\)" if jobs == 1 else "interrupted by SIGINT"
+    assert re.fullmatch(rf"attsf: error: {where}; the same `attsf tune` command retries the unfinished trials of "
+                        r"study 'demo' and resumes their runs", err.strip().splitlines()[-1]), err[-2000:]
+    assert "Traceback" not in err
+    run_cli(*args)  # at once: no waiting for a heartbeat to go stale
+    trials = json.loads((out / "study.json").read_text())["trials"]
+    interrupted = [t for t in trials if t["state"] == "FAIL"]
+    assert len(interrupted) == jobs and all(t["interrupted"] for t in interrupted), trials
+    assert len([t for t in trials if t["state"] == "COMPLETE"]) == 2 and {t["state"] for t in trials} == {"FAIL", "COMPLETE"}
+    table = (out / "study.md").read_text()
+    for t in interrupted:
+        retry = next(r for r in trials if r["retry_of"] == t["number"])
+        assert retry["state"] == "COMPLETE" and retry["runs"] == t["runs"]
+        assert f"| {t['number']} | interrupted, retried as {retry['number']} |" in table
+        metrics = json.loads((out / "trials" / t["runs"] / "fold0" / "metrics.json").read_text())
+        assert metrics["provenance"]["resumed"] is True
+        assert not (out / "trials" / f"trial{retry['number']}").exists()

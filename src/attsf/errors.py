@@ -1,7 +1,12 @@
 """The one exception type the CLI turns into a one-line message and a non-zero exit, and the
 library warnings an attsf user is spared."""
 
+import multiprocessing
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class AttsfError(Exception):
@@ -28,9 +33,24 @@ class Interrupted(AttsfError):
 
 def raise_interrupted(signum: int, frame) -> None:
     """Signal handler: stop where the program is, as an :class:`Interrupted`."""
-    import signal
-
     raise Interrupted(f"interrupted by {signal.Signals(signum).name}", signum)
+
+
+@contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM stop the program where it is as an :class:`Interrupted` (training:
+    Lightning tears down and re-raises it); the handlers before are restored after. Only in
+    the main thread of the main process: pool workers ignore SIGINT, and their pool ends
+    them with SIGTERM (``attsf.pool``)."""
+    if threading.current_thread() is not threading.main_thread() or multiprocessing.parent_process() is not None:
+        yield
+        return
+    before = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def quiet_library_warnings() -> None:

@@ -1,6 +1,7 @@
 """Jobs in worker processes that die with their parent and stop at the first failure.
 
-Used by ``attsf tune --jobs`` (each worker runs trials of one study). Workers are spawned
+Used by ``--jobs`` of ``attsf cv``, ``experiment`` (each job a run) and ``tune`` (each job a
+worker running trials of one study). Workers are spawned
 (no forked Lightning or CUDA state) and ask the kernel to kill them when the process that
 started them dies, so that a ``kill -9`` of the parent leaves no worker training on.
 """
@@ -20,8 +21,11 @@ from attsf.errors import AttsfError
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent: int) -> None:
-    """Pool initializer: SIGKILL this worker when its parent exits (Linux; elsewhere a no-op)."""
+def _init_worker(parent: int) -> None:
+    """Pool initializer: Ctrl-C is the parent's to handle (it ends the pool; a worker that
+    also took it would stop its run half-way through Lightning's own shutdown), and SIGKILL
+    this worker when its parent exits (Linux; elsewhere a no-op)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
@@ -35,7 +39,7 @@ def run_jobs(jobs: list[tuple[str, Callable[..., Any], tuple]], workers: int) ->
     most ``workers`` at once. The first job that raises stops the others at once; its
     error comes back as an AttsfError naming the job."""
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:  # exit: terminate()
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(os.getpid(),)) as pool:  # exit: terminate()
         pending = {pool.apply_async(fn, args): name for name, fn, args in jobs}
         while pending:
             done = [r for r in pending if r.ready()]

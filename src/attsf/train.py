@@ -7,13 +7,9 @@ with JSON sidecars, ``metrics.csv`` (per epoch) and, once finished, ``metrics.js
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +22,7 @@ from attsf.branches import attach_fallbacks, fallback_sources
 from attsf.config import Config, ignored_keys, save_config
 from attsf.data.datamodule import SPLITS, ClipDataModule
 from attsf.engine import EMA, ATTSFModule, EpochBar, EpochLines, NoValidationPass, RNGState, SafetensorsCheckpointIO
-from attsf.errors import AttsfError, Interrupted, raise_interrupted
+from attsf.errors import AttsfError, Interrupted, interrupts_raise
 from attsf.evaluate import CONFIG_FILE, MODEL_FILE, metrics_for, open_run, predict_dataset
 from attsf.history import keep_history, merge_history, read_csv
 from attsf.io import pid_lock, read_json, write_json
@@ -177,7 +173,7 @@ def _fit(cfg: Config, run_dir: Path, dm: ClipDataModule, module: ATTSFModule, fa
                              **({"init": module.init_sources} if module.init_sources else {}))
     start = time.time()
     try:
-        with _interrupts_raise():
+        with interrupts_raise():
             trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
     except Interrupted as exc:
         stopped = (f"{run_dir}: {exc} at epoch {trainer.current_epoch + 1} of {cfg.train.max_epochs}; it is "
@@ -205,22 +201,6 @@ def per_epoch_validation(cfg: Config) -> bool:
     trained on (``data.train_on=train+val``, which never selects on them), nor with
     ``train.validate=end`` (scored once, by the evaluation after training)."""
     return cfg.data.train_on != "train+val" and cfg.train.validate == "epoch"
-
-
-@contextmanager
-def _interrupts_raise() -> Iterator[None]:
-    """SIGINT and SIGTERM stop training as an :class:`Interrupted` (Lightning tears down and
-    re-raises it); the handlers before are restored after. Only in the main thread."""
-    # pool workers keep the default: their pool ends them with SIGTERM (Pool.terminate)
-    if threading.current_thread() is not threading.main_thread() or multiprocessing.parent_process() is not None:
-        yield
-        return
-    before = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
 
 
 def _mark_finished(weights: Path, metrics: dict) -> None:

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -40,7 +41,7 @@ from typing import Any
 import yaml
 
 from attsf.config import Config, with_values
-from attsf.errors import AttsfError, Interrupted
+from attsf.errors import AttsfError, Interrupted, interrupts_raise
 from attsf.io import atomic_write_text, write_json
 
 log = logging.getLogger("attsf")
@@ -134,6 +135,7 @@ class Study:
     sampler_seed: int = 0
     grid: bool = False  # every combination once (a space of choices no larger than --trials)
     grace_period: int = 90
+    owner: str = ""  # the process whose workers run the trials (its trials, when it is interrupted)
 
     def storage_obj(self) -> Any:
         import warnings
@@ -180,9 +182,6 @@ class Study:
     def objective(self, trial: Any) -> float:
         import optuna
 
-        from attsf.reuse import resumable
-        from attsf.train import train
-
         params = {key: p.suggest(trial) for key, p in self.space.items()}
         same = [t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if t.params == params]
@@ -194,18 +193,27 @@ class Study:
             return same[0].value
         runs = trial.user_attrs.get("runs", f"trial{trial.number}")  # a retried trial inherits it: runs resume
         trial.set_user_attr("runs", runs)
+        trial.set_user_attr("owner", self.owner)
         tree = trial_config(with_values(self.cfg, params))
+        try:
+            return self._score(trial, tree, runs)
+        except Interrupted:  # failed by Optuna; retried, its runs resumed, when the study resumes
+            trial.set_user_attr("interrupted", True)
+            raise
+
+    def _score(self, trial: Any, tree: Config, runs: str) -> float:
+        """The trial's mean validation accuracy over the folds, reported after each (pruning)."""
+        import optuna
+
+        from attsf.reuse import resumable
+        from attsf.train import train
+
         accs = []
         for step, k in enumerate(self.folds):
             run_dir = self.out / "trials" / runs / f"fold{k}"
             fold_cfg = replace(tree, data=replace(tree.data, fold=k))
             resume = resumable(run_dir, fold_cfg, "another study used this --out: give each study its own --out")
-            try:
-                metrics = train(fold_cfg, run_dir, resume=resume, splits=TUNING_SPLITS)
-            except Interrupted as exc:  # the study resumes this trial's runs (settle_retries)
-                trial.set_user_attr("interrupted", True)
-                raise exc.resumed_by(f"the same `attsf tune` command retries trial {trial.number} of study "
-                                     f"'{self.name}' and resumes its runs") from None
+            metrics = train(fold_cfg, run_dir, resume=resume, splits=TUNING_SPLITS)
             accs.append(metrics["val"]["accuracy"] * 100)
             trial.set_user_attr(f"val_accuracy_fold{k}", accs[-1])
             mean = sum(accs) / len(accs)
@@ -338,16 +346,40 @@ def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, fo
     log.info("study %s: %d trials%s, folds %s, %d job(s) -> %s", study.name, n_trials,
              " (every combination of the space once)" if study.grid else "", folds, jobs, storage)
     settle_retries(study)
-    if jobs > 1:
-        from attsf.pool import run_jobs
+    study.owner = f"{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
+    try:
+        with interrupts_raise():
+            if jobs > 1:
+                from attsf.pool import run_jobs
 
-        threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)
-        workers = [(f"tuning worker {i}", _worker_process, (study, n_trials, threads, i)) for i in range(jobs)]
-        for _ in run_jobs(workers, jobs):
-            pass
-    else:
-        _worker(study, n_trials, cfg.train.threads)
+                threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)
+                workers = [(f"tuning worker {i}", _worker_process, (study, n_trials, threads, i)) for i in range(jobs)]
+                for _ in run_jobs(workers, jobs):
+                    pass
+            else:
+                _worker(study, n_trials, cfg.train.threads)
+    except Interrupted as exc:  # a pool has ended its workers by now
+        stop_own_trials(study)
+        raise exc.resumed_by(f"the same `attsf tune` command retries the unfinished trials of study "
+                             f"'{study.name}' and resumes their runs") from None
+    except AttsfError:  # a trial's error ended the pool: the other worker's trial is retried on resume
+        stop_own_trials(study)
+        raise
     return summarise(study)
+
+
+def stop_own_trials(study: Study) -> None:
+    """Mark the trials this process's workers were running as interrupted (failed, to be
+    retried when the study resumes), at once: left running, they would wait for Optuna's
+    heartbeat to go stale before a resumed study retried them, and a resumed study that
+    ended first would list them as running for ever."""
+    import optuna
+
+    st = study.load()
+    for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("owner") == study.owner:
+            st._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            st._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
 
 
 def _check_same_study(study: Study) -> None:
