@@ -350,3 +350,24 @@ def test_an_interrupted_study_retries_its_trials_and_resumes_their_runs(jobs, ti
         metrics = json.loads((out / "trials" / t["runs"] / "fold0" / "metrics.json").read_text())
         assert metrics["provenance"]["resumed"] is True
         assert not (out / "trials" / f"trial{retry['number']}").exists()
+
+
+def test_a_retry_that_fails_for_a_reason_of_its_own_is_not_retried_again(tiny_cache, tmp_path):
+    """The retry of an interrupted trial inherits its marks: when it then failed (a missing
+    cache here), every resumed study retried it again."""
+    import optuna
+
+    from attsf.tune import Study, _worker, settle_retries
+
+    study = Study(_cfg(tiny_cache, f"data.cache={tmp_path / 'gone'}"), {}, [0], tmp_path / "s",
+                  f"sqlite:///{tmp_path / 'study.db'}", "s")
+    st = study.load()
+    first = st.ask()
+    first.set_user_attr("runs", "trial0")
+    first.set_user_attr("interrupted", True)
+    st.tell(first, state=optuna.trial.TrialState.FAIL)
+    settle_retries(study)
+    with pytest.raises(AttsfError, match="gone"):
+        _worker(study, 1, 1)  # the retry fails: its cache is not there
+    settle_retries(study)
+    assert [(t.number, t.state.name) for t in st.get_trials(deepcopy=False)] == [(0, "FAIL"), (1, "FAIL")]

@@ -194,6 +194,7 @@ class Study:
         runs = trial.user_attrs.get("runs", f"trial{trial.number}")  # a retried trial inherits it: runs resume
         trial.set_user_attr("runs", runs)
         trial.set_user_attr("owner", self.owner)
+        trial.set_user_attr("interrupted", False)  # a retry starts afresh (it inherits its trial's marks)
         tree = trial_config(with_values(self.cfg, params))
         try:
             return self._score(trial, tree, runs)
