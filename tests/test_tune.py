@@ -371,3 +371,25 @@ def test_a_retry_that_fails_for_a_reason_of_its_own_is_not_retried_again(tiny_ca
         _worker(study, 1, 1)  # the retry fails: its cache is not there
     settle_retries(study)
     assert [(t.number, t.state.name) for t in st.get_trials(deepcopy=False)] == [(0, "FAIL"), (1, "FAIL")]
+
+
+def test_a_trial_under_the_median_at_a_later_fold_is_pruned(tiny_cache, tmp_path):
+    """Optuna's median pruner compared the best running mean a trial had reported (its first
+    fold's) with the median: a trial with a good first fold and poor later ones trained on."""
+    import optuna
+
+    from attsf.tune import Study
+
+    study = Study(_cfg(tiny_cache), {}, [0, 2, 4], tmp_path, f"sqlite:///{tmp_path / 'study.db'}", "s")
+    st = study.load()
+    for first, second in ((64.3, 62.6), (66.7, 65.2), (63.3, 60.6), (62.7, 61.5)):  # the audio study's trials 4-7
+        st.add_trial(optuna.create_trial(value=second, intermediate_values={0: first, 1: second},
+                                         distributions={}, params={}))
+    trial = st.ask()
+    trial.report(66.33, 0)
+    assert not trial.should_prune()  # above the median after the first fold
+    trial.report(60.04, 1)
+    assert trial.should_prune()  # under the median (62.06) after the second
+    early = st.ask()
+    early.report(60.0, 0)
+    assert early.should_prune()

@@ -15,8 +15,9 @@ The study lives in an Optuna storage: an SQLite file in the output folder by def
 any storage URL (``postgresql://...``) so that several machines work on one study. Runs
 are kept in ``OUT/trials/trial{n}/fold{k}``; a study interrupted at any point resumes with
 the same command (a trial whose process died is retried with its parameters and its runs
-resume from their last checkpoint). After each fold a trial reports its running mean, and
-Optuna's median pruner stops trials that fall below the median of earlier ones.
+resume from their last checkpoint). After each fold a trial reports its running mean, and a
+trial whose mean falls below the median of the finished trials' at the same fold is
+stopped (``attsf.pruning``).
 
 Space file: one entry per dotted config key, a list of choices or a range::
 
@@ -168,6 +169,8 @@ class Study:
         same in every worker and session); otherwise TPE after 8 random trials."""
         import optuna
 
+        from attsf.pruning import FoldMedianPruner
+
         storage = self.storage_obj()
         if self.grid:  # one order of the combinations for every worker and session: a trial's grid id means one set
             sampler = optuna.samplers.GridSampler({k: list(p.choices) for k, p in self.space.items()},
@@ -175,9 +178,8 @@ class Study:
         else:
             seed = self.sampler_seed + 1000 * worker + _n_trials(storage, self.name)
             sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
         return optuna.create_study(study_name=self.name, storage=storage, direction="maximize",
-                                   sampler=sampler, pruner=pruner, load_if_exists=True)
+                                   sampler=sampler, pruner=FoldMedianPruner(n_startup_trials=4), load_if_exists=True)
 
     def objective(self, trial: Any) -> float:
         import optuna
