@@ -260,3 +260,31 @@ def test_a_trial_under_the_median_at_a_later_fold_is_pruned(tiny_cache, tmp_path
     early = st.ask()
     early.report(60.0, 0)
     assert early.should_prune()
+
+
+def test_a_study_continues_from_its_record_without_training_its_trials_again(tiny_cache, tmp_path):
+    """A study's database lost with its machine (or a study moved to another storage): its
+    study.json starts a new study with the finished and pruned trials as they were scored,
+    and only the rest are trained; a grid goes on with the combinations not yet tried."""
+    space = tmp_path / "space.yaml"
+    space.write_text("train.max_epochs: [1]\naugment.feature_noise: [0.0, 0.5]\naugment.mixup: [0.0, 0.4]\n")
+    first = tune(_cfg(tiny_cache), space, 2, tmp_path / "a", folds=[0])  # 2 of 4 combinations: TPE
+    record = tmp_path / "a" / "study.json"
+    scored = {t["number"]: t for t in first["trials"] if t["state"] in ("COMPLETE", "PRUNED")}
+    summary = tune(_cfg(tiny_cache), space, 4, tmp_path / "b", folds=[0], record=record)  # now a grid
+    kept = [t for t in summary["trials"] if t["from_record"] is not None]
+    assert [(t["from_record"], t["params"], t["value"], t["val_accuracy"]) for t in kept] == [
+        (n, t["params"], t["value"], t["val_accuracy"]) for n, t in scored.items()]
+    assert not any((tmp_path / "b" / "trials" / f"trial{t['number']}").exists() for t in kept)
+    combos = {(t["params"]["augment.feature_noise"], t["params"]["augment.mixup"]) for t in summary["trials"]}
+    assert combos == {(0.0, 0.0), (0.0, 0.4), (0.5, 0.0), (0.5, 0.4)}
+    assert "(trial 0 of the record)" in (tmp_path / "b" / "study.md").read_text()
+    # the same command again resumes the study: nothing added, nothing trained
+    assert len(tune(_cfg(tiny_cache), space, 4, tmp_path / "b", folds=[0], record=record)["trials"]) == len(
+        summary["trials"])
+    with pytest.raises(AttsfError, match=r"study.json: study '\w+' in .* has trials already"):
+        tune(_cfg(tiny_cache), space, 4, tmp_path / "a", folds=[0], record=tmp_path / "b" / "study.json")
+    with pytest.raises(AttsfError, match=r"study.json: the record's study has another folds than this one"):
+        tune(_cfg(tiny_cache), space, 4, tmp_path / "c", folds=[1], record=record)
+    with pytest.raises(AttsfError, match=r"space.yaml: not a study record \(JSONDecodeError\)"):
+        tune(_cfg(tiny_cache), space, 4, tmp_path / "d", folds=[0], record=space)

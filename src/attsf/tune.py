@@ -28,6 +28,7 @@ Space file: one entry per dotted config key, a list of choices or a range::
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -62,13 +63,26 @@ class Param:
     log: bool = False
     step: float | None = None
 
-    def suggest(self, trial: Any) -> Any:
+    def distribution(self) -> Any:
+        """The Optuna distribution of this dimension."""
+        import optuna.distributions as d
+
         if self.choices is not None:
-            return trial.suggest_categorical(self.key, list(self.choices))
+            return d.CategoricalDistribution(list(self.choices))
         if all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high)) and (
                 self.step is None or isinstance(self.step, int)):
-            return trial.suggest_int(self.key, self.low, self.high, step=self.step or 1, log=self.log)
-        return trial.suggest_float(self.key, float(self.low), float(self.high), step=self.step, log=self.log)
+            return d.IntDistribution(self.low, self.high, step=self.step or 1, log=self.log)
+        return d.FloatDistribution(float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def suggest(self, trial: Any) -> Any:
+        import optuna.distributions as d
+
+        dist = self.distribution()
+        if isinstance(dist, d.CategoricalDistribution):
+            return trial.suggest_categorical(self.key, list(dist.choices))
+        if isinstance(dist, d.IntDistribution):
+            return trial.suggest_int(self.key, dist.low, dist.high, step=dist.step, log=dist.log)
+        return trial.suggest_float(self.key, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
 def load_space(path: str | Path, cfg: Config) -> dict[str, Param]:
@@ -312,9 +326,11 @@ def _worker_process(study: Study, n_trials: int, threads: int, worker: int) -> i
 
 
 def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, folds: list[int] | None = None,
-         jobs: int = 1, storage: str | None = None, name: str | None = None, sampler_seed: int = 0) -> dict:
+         jobs: int = 1, storage: str | None = None, name: str | None = None, sampler_seed: int = 0,
+         record: str | Path | None = None) -> dict:
     """Run (or resume) a study to ``n_trials`` finished or pruned trials; write
-    ``study.json`` (every trial, the best overrides, provenance) and ``study.md``."""
+    ``study.json`` (every trial, the best overrides, provenance) and ``study.md``.
+    ``record``: a new study starts with that study.json's scored trials (``continue_from``)."""
     import optuna
 
     from attsf.data.datamodule import load_folds
@@ -340,6 +356,10 @@ def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, fo
     except Exception as exc:  # noqa: BLE001 - a URL Optuna cannot open, a driver missing, a server down
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AttsfError(f"--storage {storage}: cannot open it as an Optuna storage ({reason})") from None
+    if record is not None:
+        added = continue_from(study, record)
+        if added:
+            log.info("study %s starts with the %d scored trials of %s (not trained again)", study.name, added, record)
     _check_same_study(study)
     if cfg.data.train_on == "train+val":
         log.info("data.train_on=train+val: each trial trains on the fold's train speakers and is scored on its "
@@ -385,41 +405,128 @@ def stop_own_trials(study: Study) -> None:
             st._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
 
 
-def _check_same_study(study: Study) -> None:
-    """A study resumed with another base config, space or folds would mix trials."""
-    from attsf.config import config_from_dict
+def _settings(study: Study) -> dict:
+    """What a study is of, as recorded in its storage and compared when it resumes."""
     from attsf.data.cache import ClipCache
     from attsf.provenance import cache_fingerprint
-    from attsf.reuse import config_differences
 
-    st = study.load()
     ClipCache(study.cfg.data.cache)  # a cache that is not there: its one-line error
     index = cache_fingerprint(study.cfg.data.cache, content=False)["index_sha256"]
-    want = {"base_config": study.cfg.to_dict(), "space": {k: _param_doc(p) for k, p in study.space.items()},
-            "folds": study.folds, "cache_index": index}
-    have = {k: st.user_attrs.get(k) for k in want}
-    if all(v is None for v in have.values()):
-        for k, v in want.items():
-            st.set_user_attr(k, json.loads(json.dumps(v)))
-        return
-    # the base config as settings: keys added to attsf since take their defaults; threads,
-    # devices and the like may differ between machines and sessions, and so may the cache's
-    # path (each machine its own copy), as long as the clips are the same (its index)
+    return json.loads(json.dumps({"base_config": study.cfg.to_dict(), "folds": study.folds, "cache_index": index,
+                                  "space": {k: _param_doc(p) for k, p in study.space.items()}}))
+
+
+def _other_settings(study: Study, have: dict) -> str | None:
+    """What differs between the settings a study was started with (``have``) and this one,
+    as "another space", "another base config (train.lr=0.003 there, 0.01 here)"; None when
+    nothing does. The base config is compared as settings: keys added to attsf since take
+    their defaults; threads, devices and the like may differ between machines and sessions,
+    and so may the cache's path (each machine its own copy), as long as the clips are the
+    same (its index)."""
+    from attsf.config import config_from_dict
+    from attsf.reuse import config_differences
+
+    want = _settings(study)
     diff = []
-    if have["base_config"]:
+    if have.get("base_config"):
         diff = [d for d in config_differences(config_from_dict(have["base_config"]), study.cfg)
                 if not d.startswith("data.cache=")]
-    problems = {"base_config": diff or have["base_config"] is None,
-                "space": json.loads(json.dumps(want["space"])) != have["space"],
-                "folds": want["folds"] != have["folds"],
-                "cache_index": have["cache_index"] not in (None, index)}
+    problems = {"base_config": diff or not have.get("base_config"),
+                "space": want["space"] != have.get("space"),
+                "folds": want["folds"] != have.get("folds"),
+                "cache_index": have.get("cache_index") not in (None, want["cache_index"])}
     for k, bad in problems.items():
         if bad:
             detail = {"base_config": f" ({'; '.join(diff)})" if diff else "",
-                      "cache_index": f" (clip index {have['cache_index']} there, {index} here)"}.get(k, "")
-            what = "cache" if k == "cache_index" else k.replace("_", " ")
-            raise AttsfError(f"study '{study.name}' in {study.storage} was started with another {what}{detail}; "
-                             "give another --study name or --out")
+                      "cache_index": f" (clip index {have.get('cache_index')} there, {want['cache_index']} here)"}.get(k, "")
+            return f"another {'cache' if k == 'cache_index' else k.replace('_', ' ')}{detail}"
+    return None
+
+
+def _check_same_study(study: Study) -> None:
+    """A study resumed with another base config, space or folds would mix trials."""
+    st = study.load()
+    have = {k: st.user_attrs.get(k) for k in ("base_config", "space", "folds", "cache_index")}
+    if all(v is None for v in have.values()):
+        for k, v in _settings(study).items():
+            st.set_user_attr(k, v)
+        return
+    other = _other_settings(study, have)
+    if other:
+        raise AttsfError(f"study '{study.name}' in {study.storage} was started with {other}; "
+                         "give another --study name or --out")
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AttsfError(f"{path}: study record not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AttsfError(f"{path}: not a study record ({type(exc).__name__})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("trials"), list) or not isinstance(
+            doc.get("provenance"), dict) or "space" not in doc or "folds" not in doc:
+        raise AttsfError(f"{path}: not a study record (an attsf tune study.json has trials, space, folds, provenance)")
+    return doc
+
+
+def continue_from(study: Study, record: str | Path) -> int:
+    """Start ``study`` from a record (the ``study.json`` of a study of the same settings),
+    e.g. on another machine, or after its database was lost: the record's finished and
+    pruned trials join the study as they were scored (parameters, per-fold validation
+    accuracy, running means for the pruner; a grid study's combinations marked as tried)
+    and are not trained again. Only a new study starts from a record; the same command
+    run again resumes it. Returns the number of trials added."""
+    import hashlib
+
+    import optuna
+
+    record = Path(record)
+    doc = _read_record(record)
+    digest = hashlib.sha256(record.read_bytes()).hexdigest()[:16]
+    st = study.load()
+    if st.user_attrs.get("continued_from", {}).get("sha256") == digest:
+        return 0
+    if st.trials:
+        raise AttsfError(f"{record}: study '{study.name}' in {study.storage} has trials already; a study starts "
+                         "from a record only when it is new (give another --study name or --out)")
+    prov = doc["provenance"]
+    have = {"base_config": prov.get("config"), "space": doc["space"], "folds": doc["folds"],
+            "cache_index": (prov.get("cache") or {}).get("index_sha256")}
+    other = _other_settings(study, have)
+    if other:
+        raise AttsfError(f"{record}: the record's study has {other} than this one")
+    dists = {k: p.distribution() for k, p in study.space.items()}
+    grid_space = {k: list(study.space[k].choices) for k in sorted(study.space)} if study.grid else None
+    numbers: dict[int, int] = {}
+    added = 0
+    for t in doc["trials"]:
+        state = getattr(optuna.trial.TrialState, str(t.get("state")), None)
+        if state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+            continue  # failed, interrupted or running there: trained here
+        accs = [t["val_accuracy"][f"fold{k}"] for k in study.folds if f"fold{k}" in t.get("val_accuracy", {})]
+        attrs = {f"val_accuracy_fold{k}": t["val_accuracy"][f"fold{k}"] for k in study.folds
+                 if f"fold{k}" in t.get("val_accuracy", {})}
+        attrs |= {"from_record": t["number"], "minutes": t.get("minutes")}
+        if t.get("same_as") in numbers:
+            attrs["same_as"] = numbers[t["same_as"]]
+        system = {}
+        if grid_space is not None:
+            combo = tuple(t["params"][k] for k in grid_space)
+            system = {"search_space": grid_space, "grid_id": list(itertools.product(*grid_space.values())).index(combo)}
+        try:
+            frozen = optuna.trial.create_trial(
+                state=state, value=t["value"], params=t["params"], distributions=dists, user_attrs=attrs,
+                system_attrs=system, intermediate_values={i: sum(accs[:i + 1]) / (i + 1) for i in range(len(accs))})
+        except (KeyError, ValueError, TypeError) as exc:
+            raise AttsfError(f"{record}: trial {t.get('number')} does not fit the space ({exc})") from None
+        numbers[t["number"]] = len(st.trials)
+        st.add_trial(frozen)
+        added += 1
+    for k, v in have.items():
+        st.set_user_attr(k, v)
+    st.set_user_attr("continued_from", {"record": str(record), "sha256": digest, "trials": added})
+    return added
 
 
 def _param_doc(p: Param) -> dict:
@@ -441,7 +548,9 @@ def summarise(study: Study) -> dict:
                        "val_accuracy": per_fold, "same_as": t.user_attrs.get("same_as"), "runs": t.user_attrs.get("runs"),
                        "retry_of": t.system_attrs.get("failed_trial"),  # a trial whose process died, run again
                        "interrupted": t.state == optuna.trial.TrialState.FAIL and bool(t.user_attrs.get("interrupted")),
-                       "minutes": round(t.duration.total_seconds() / 60, 1) if t.duration else None})
+                       "from_record": t.user_attrs.get("from_record"),  # scored in the study a record holds
+                       "minutes": t.user_attrs.get("minutes") if t.user_attrs.get("from_record") is not None
+                       else round(t.duration.total_seconds() / 60, 1) if t.duration else None})
     complete = [t for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     best = max(complete, key=lambda t: t.value) if complete else None
     refit = study.cfg.data.train_on == "train+val"
@@ -481,6 +590,8 @@ def study_markdown(summary: dict) -> str:
             label += f" (retry of {t['retry_of']})"
         if t.get("same_as") is not None:
             label += f" (= trial {t['same_as']}, not trained again)"
+        if t.get("from_record") is not None:
+            label += f" (trial {t['from_record']} of the record)"
         return label
 
     ranked = sorted(summary["trials"], key=lambda t: (t["value"] is None, -(t["value"] or 0)))

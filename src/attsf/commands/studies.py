@@ -30,7 +30,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     jobs = args.jobs
     from attsf.tune import overrides_text, tune
 
-    summary = tune(cfg, args.space, args.trials, out, folds, jobs, args.storage, args.study, args.sampler_seed)
+    summary = tune(cfg, args.space, args.trials, out, folds, jobs, args.storage, args.study, args.sampler_seed,
+                   args.record)
     print(Path(out, "study.md").read_text())
     if summary["best"]:
         print(f"best overrides (validation speakers only): {overrides_text(summary['best']['overrides'])}")
@@ -81,6 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tu.add_argument("--study", help="study name (default: the config's name)")
     tu.add_argument("--out", help="output folder: runs, study.json, study.md (default runs/tune/STUDY)")
     tu.add_argument("--sampler-seed", type=seed, default=0, help="seed of the TPE sampler")
+    tu.add_argument("--from", dest="record", metavar="STUDY_JSON", help="start a new study from the record of one "
+                    "with the same settings (its study.json), e.g. on another machine or after its database was lost: "
+                    "its finished and pruned trials join as they were scored, not trained again")
     tu.set_defaults(func=cmd_tune)
 
     ex = sub.add_parser("experiment", help="a paper experiment over all folds, with the paper's numbers beside ours")
