@@ -175,8 +175,8 @@ def test_ddp_two_cpu_processes_with_torchrun(tiny_overrides, tmp_path):
 
 
 def test_cv_over_seeds_with_the_whole_recipe(tiny_overrides, tmp_path):
-    args = ("cv", "configs/ravdess_au.yaml", *tiny_overrides, *RECIPE, "train.max_epochs=2", "--folds", "0",
-            "--seeds", "0,1", "--jobs", "2", "--out", str(tmp_path))
+    args = ("cv", "configs/ravdess_au.yaml", *tiny_overrides, *RECIPE, "data.normalize=speaker", "train.max_epochs=2",
+            "--folds", "0", "--seeds", "0,1", "--jobs", "2", "--out", str(tmp_path))
     proc = run_cli(*args, env={"PYTHONWARNINGS": ""})  # the warnings a user would see, worker processes too
     out = proc.stdout
     for noise in ("LeafSpec", "Experiment logs directory", "exists and is not empty"):
@@ -191,6 +191,15 @@ def test_cv_over_seeds_with_the_whole_recipe(tiny_overrides, tmp_path):
     stamp = (tmp_path / "seed0/fold0/metrics.json").stat().st_mtime
     run_cli(*args)  # finished runs are reused
     assert (tmp_path / "seed0/fold0/metrics.json").stat().st_mtime == stamp
+    # the new-speaker column of a cv: every run evaluated as new speakers, and mean ± std over them
+    out = run_cli("evaluate", str(tmp_path), "--new-speakers").stdout
+    new = json.loads((tmp_path / "eval_test_new_speakers.json").read_text())
+    each = [json.loads((tmp_path / run / "eval_test_new_speakers.json").read_text())["test"]["accuracy"] * 100
+            for run in ("seed0/fold0", "seed1/fold0")]
+    assert [r["accuracy"] for r in new["runs"].values()] == pytest.approx(each) and list(new["runs"]) == [
+        "seed0/fold0", "seed1/fold0"]
+    assert new["accuracy_mean"] == pytest.approx(sum(each) / 2) and "new speakers" in new["setting"]
+    assert "2 runs, new speakers" in out and "seed1/fold0: test: accuracy" in out
     bad = cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "--seeds", "a", check=False)
     expected = "attsf: error: --seeds a: expected comma-separated whole numbers, e.g. 0,1,2"
     assert bad.returncode == 2 and bad.stderr.strip() == expected

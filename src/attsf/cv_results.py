@@ -65,6 +65,20 @@ def seeds_summary(per_seed: dict[int, dict[int, dict]]) -> dict:
     return summary
 
 
+def evaluations_summary(evals: dict[str, dict], split: str, new_speakers: bool) -> dict:
+    """Mean ± std (in %) over the runs of a cv folder of ``attsf evaluate``'s figures on one
+    split, with each run's: the new-speaker column of a cv's results."""
+    per_run = {k: {m: v * 100 for m, v in e[split].items() if m in ("accuracy", "unweighted_accuracy", "macro_f1")}
+               for k, e in evals.items()}
+    acc = np.array([r["accuracy"] for r in per_run.values()])
+    return {"split": split,
+            "setting": "new speakers: each speaker normalised with the training speakers' pooled statistics"
+            if new_speakers else "the runs' own normalisation",
+            "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
+            "unweighted_accuracy_mean": float(np.mean([r["unweighted_accuracy"] for r in per_run.values()])),
+            "runs": per_run}
+
+
 def cv_markdown(summary: dict) -> str:
     val = "val acc % (actors trained on)" if summary.get("val_trained_on") else "val acc %"
     lines = [f"| run | test acc % | {val} | epochs | evaluated epoch |", "| --- | --- | --- | --- | --- |"]

@@ -54,6 +54,16 @@ def require_run(run_dir: str | Path) -> Path:
     return root
 
 
+def cv_runs(folder: str | Path) -> dict[str, Path]:
+    """The finished runs of an ``attsf cv`` folder (``foldK`` or ``seedS/foldK``), keyed by
+    that path; empty for any other folder."""
+    root = Path(folder)
+    if not (root / "cv.json").is_file():
+        return {}
+    done = sorted(root.glob("fold*/metrics.json")) + sorted(root.glob("seed*/fold*/metrics.json"))
+    return {p.parent.relative_to(root).as_posix(): p.parent for p in done}
+
+
 def open_run(run_dir: str | Path, weights: str = MODEL_FILE, cache: str | Path | None = None) -> Run:
     """A run directory's config, labels and weights; ``cache`` replaces the recorded
     ``data.cache`` (a run copied to another machine, or a cache moved)."""

@@ -42,18 +42,37 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from attsf.evaluate import require_run
+    from attsf.evaluate import cv_runs, require_run
 
-    require_run(args.run_dir)
+    runs = cv_runs(args.run_dir)
+    if not runs:
+        require_run(args.run_dir)
     from attsf.io import write_json
     from attsf.train import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, splits=(args.split,), cache=args.cache, new_speakers=args.new_speakers)
-    write_json(Path(args.run_dir) / f"eval_{args.split}{'_new_speakers' * args.new_speakers}.json", metrics)
+    name = f"eval_{args.split}{'_new_speakers' * args.new_speakers}.json"
+    evals = {}
+    for key, run in (runs or {"": Path(args.run_dir)}).items():
+        evals[key] = evaluate_run(run, splits=(args.split,), cache=args.cache, new_speakers=args.new_speakers)
+        write_json(run / name, evals[key])
+        if runs and not args.json:
+            print(f"{key}: ", end="")
+            _print_metrics(evals[key])
+    if not runs:
+        if args.json:
+            print(json.dumps(evals[""], indent=2))
+        else:
+            _print_metrics(evals[""])
+        return
+    from attsf.cv_results import evaluations_summary
+
+    summary = evaluations_summary(evals, args.split, args.new_speakers)
+    write_json(Path(args.run_dir) / name, summary)
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        print(json.dumps(summary, indent=2))
     else:
-        _print_metrics(metrics)
+        print(f"{len(runs)} runs, {summary['setting']}: {args.split} accuracy {summary['accuracy_mean']:.2f} ± "
+              f"{summary['accuracy_std']:.2f} % -> {Path(args.run_dir) / name}")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -95,8 +114,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="metrics of a run's best weights on a split")
-    e.add_argument("run_dir")
+    e = sub.add_parser("evaluate", help="metrics of a run's best weights on a split (of every run of a cv folder)")
+    e.add_argument("run_dir", help="a run, or an attsf cv folder: each of its runs, and mean ± std over them")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("--cache", help=CACHE_HELP)
