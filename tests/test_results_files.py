@@ -22,6 +22,16 @@ def test_headline_rows_match_their_cv_files(name):
     assert f"{cv['accuracy_mean']:.2f} ± {cv['accuracy_std']:.2f}" in PAGE
 
 
+@pytest.mark.parametrize("name", ["audio_only", "au_only"])
+def test_new_speaker_figures_are_the_runs_of_their_cv_file(name):
+    """The new-speaker column (`attsf evaluate CV_DIR --new-speakers`) over the same 15 runs."""
+    cv, new = _load(name), _load(f"{name}_new_speakers")
+    assert set(new["runs"]) == set(cv["folds"]) and "new speakers" in new["setting"]
+    accs = [r["accuracy"] if isinstance(r, dict) else r for r in new["runs"].values()]
+    assert new["accuracy_mean"] == pytest.approx(sum(accs) / len(accs), abs=1e-3)
+    assert f"{new['accuracy_mean']:.2f} ± {new['accuracy_std']:.2f}" in PAGE
+
+
 def test_robustness_file_holds_the_figures_of_the_page():
     rob, variants = _load("experiments_robustness"), _load("experiments_variants")
     for slug, name in (("attsf_net", "ATTSF-Net"), ("attsf_l2", "ATTSF-L2"), ("attsf_gat", "ATTSF-Gat")):
