@@ -245,3 +245,21 @@ def test_cache_fingerprint_does_not_depend_on_where_the_raw_files_were(tmp_path)
     assert prints[0]["tensors_sha256"] == prints[1]["tensors_sha256"]
     write_clip(cache, ClipRecord(id="c0", label="x", speaker="s"), {"audio": np.full((12, 121), 9, np.float32)})
     assert cache_fingerprint(cache)["tensors_sha256"] != prints[1]["tensors_sha256"]  # the data does count
+
+
+def test_a_fold_file_naming_absent_speakers_is_said_once_per_process(tiny_overrides, tiny_cache, tmp_path, caplog):
+    """RAVDESS's fold file names actors 23 and 24, absent from a cache of actors 01-22: the
+    warning came once per run, 15 times from `attsf evaluate` on a cv folder."""
+    import json
+
+    from attsf.data.datamodule import split_records
+
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps({"folds": [{"train": ["01", "02", "03", "04", "99"], "val": ["05"], "test": ["06"]}]}))
+    data = load_config(None, [*tiny_overrides, f"data.folds={folds}"]).data
+    records = ClipCache(tiny_cache).records
+    with caplog.at_level("WARNING", logger="attsf"):
+        for _ in range(3):
+            assert {r.speaker for r in split_records(records, data)["train"]} == {"01", "02", "03", "04"}
+    said = [r.getMessage() for r in caplog.records if "not in the cache" in r.getMessage()]
+    assert said == [f"fold 0: speakers 99 of {folds} are not in the cache"]

@@ -56,11 +56,11 @@ def split_records(records: Sequence[ClipRecord], data: DataConfig) -> dict[str, 
         listed = {s for split in SPLITS for s in fold[split]}
         missing = sorted(listed - present)
         if missing:
-            log.warning("fold %d: speakers %s of %s are not in the cache", data.fold, " ".join(missing), data.folds)
+            _warn_once(f"fold {data.fold}: speakers {' '.join(missing)} of {data.folds} are not in the cache")
         unlisted = sorted(present - listed)
         if unlisted:
-            log.warning("fold %d: cached speakers %s are in no split of %s and are left out",
-                        data.fold, " ".join(unlisted), data.folds)
+            _warn_once(f"fold {data.fold}: cached speakers {' '.join(unlisted)} are in no split of {data.folds} "
+                       "and are left out")
         splits = {s: [r for r in records if r.speaker in set(fold[s])] for s in SPLITS}
     for name, items in splits.items():
         if not items:
@@ -68,6 +68,16 @@ def split_records(records: Sequence[ClipRecord], data: DataConfig) -> dict[str, 
     if data.train_on == "train+val":
         splits["train"] = splits["train"] + splits["val"]
     return splits
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A warning about the data said once per process (a cv folder's 15 runs read 5 folds)."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
 
 
 def _check_disjoint(fold: dict, data: DataConfig) -> None:
