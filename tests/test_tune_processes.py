@@ -107,6 +107,9 @@ def test_an_interrupted_study_retries_its_trials_and_resumes_their_runs(jobs, ti
     assert re.fullmatch(rf"attsf: error: {where}; the same `attsf tune` command retries the unfinished trials of "
                         r"study 'demo' and resumes their runs", err.strip().splitlines()[-1]), err[-2000:]
     assert "Traceback" not in err
+    # the record is written as the study stops (it was written only after a finished trial)
+    stopped = json.loads((out / "study.json").read_text())["trials"]
+    assert [t["interrupted"] for t in stopped] == [True] * jobs and all(t["params"] for t in stopped)
     again = run_cli(*args)  # at once: no waiting for a heartbeat to go stale
     trials = json.loads((out / "study.json").read_text())["trials"]
     interrupted = [t for t in trials if t["state"] == "FAIL"]
@@ -125,6 +128,7 @@ def test_an_interrupted_study_retries_its_trials_and_resumes_their_runs(jobs, ti
     assert "best overrides (validation speakers only): train.max_epochs=" in again.stdout
     # each worker's finished folds reach the terminal (a spawned worker had no log handler)
     assert re.search(r"\[worker [01]\] trial \d fold 0: val accuracy [\d.]+ %", again.stderr), again.stderr
+    assert re.search(r"\[worker [01]\] trial \d: train.max_epochs=[89]\n", again.stderr), again.stderr
     bad = run_cli("tune", "demo", *tiny_overrides, "--space", str(space), "--folds", "7", "--out", str(out), check=False)
     assert bad.returncode == 2 and "fold 7 is out of range" in bad.stderr and "Traceback" not in bad.stderr
     # an error inside a trial is one line too (Optuna logged the trial's traceback)

@@ -212,6 +212,7 @@ class Study:
         trial.set_user_attr("owner", self.owner)
         trial.set_user_attr("interrupted", False)  # a retry starts afresh (it inherits its trial's marks)
         tree = trial_config(with_values(self.cfg, params))
+        trial_log.info("trial %d: %s", trial.number, overrides_text(params))
         try:
             return self._score(trial, tree, runs)
         except Interrupted:  # failed by Optuna; retried, its runs resumed, when the study resumes
@@ -383,10 +384,12 @@ def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, fo
                 _worker(study, n_trials, cfg.train.threads)
     except Interrupted as exc:  # a pool has ended its workers by now
         stop_own_trials(study)
+        summarise(study)  # the record of a study stopped before any trial finished, too
         raise exc.resumed_by(f"the same `attsf tune` command retries the unfinished trials of study "
                              f"'{study.name}' and resumes their runs") from None
     except AttsfError:  # a trial's error ended the pool: the other worker's trial is retried on resume
         stop_own_trials(study)
+        summarise(study)
         raise
     return summarise(study)
 
