@@ -266,6 +266,8 @@ def test_a_study_continues_from_its_record_without_training_its_trials_again(tin
     """A study's database lost with its machine (or a study moved to another storage): its
     study.json starts a new study with the finished and pruned trials as they were scored,
     and only the rest are trained; a grid goes on with the combinations not yet tried."""
+    import optuna
+
     space = tmp_path / "space.yaml"
     space.write_text("train.max_epochs: [1]\naugment.feature_noise: [0.0, 0.5]\naugment.mixup: [0.0, 0.4]\n")
     first = tune(_cfg(tiny_cache), space, 2, tmp_path / "a", folds=[0])  # 2 of 4 combinations: TPE
@@ -288,3 +290,16 @@ def test_a_study_continues_from_its_record_without_training_its_trials_again(tin
         tune(_cfg(tiny_cache), space, 4, tmp_path / "c", folds=[1], record=record)
     with pytest.raises(AttsfError, match=r"space.yaml: not a study record \(JSONDecodeError\)"):
         tune(_cfg(tiny_cache), space, 4, tmp_path / "d", folds=[0], record=space)
+    # a TPE study's trial that was stopped unfinished there is trained first, with its parameters
+    doc = json.loads(record.read_text())
+    missing = next(c for c in ((0.0, 0.0), (0.0, 0.4), (0.5, 0.0), (0.5, 0.4)) if c not in {
+        (t["params"]["augment.feature_noise"], t["params"]["augment.mixup"]) for t in doc["trials"]})
+    doc["trials"].append({"number": 2, "state": "FAIL", "interrupted": True, "value": None, "val_accuracy": {},
+                          "params": {"train.max_epochs": 1, "augment.feature_noise": missing[0],
+                                     "augment.mixup": missing[1]}})
+    (tmp_path / "stopped.json").write_text(json.dumps(doc))
+    more = tune(_cfg(tiny_cache), space, 3, tmp_path / "e", folds=[0], record=tmp_path / "stopped.json")
+    retrained = next(t for t in more["trials"] if t["from_record"] is None)
+    assert (retrained["params"]["augment.feature_noise"], retrained["params"]["augment.mixup"]) == missing
+    st = optuna.load_study(study_name=more["study"], storage=f"sqlite:///{tmp_path / 'e' / 'study.db'}")
+    assert st.trials[retrained["number"]].system_attrs.get("fixed_params") == doc["trials"][-1]["params"]

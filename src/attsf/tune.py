@@ -478,8 +478,9 @@ def continue_from(study: Study, record: str | Path) -> int:
     e.g. on another machine, or after its database was lost: the record's finished and
     pruned trials join the study as they were scored (parameters, per-fold validation
     accuracy, running means for the pruner; a grid study's combinations marked as tried)
-    and are not trained again. Only a new study starts from a record; the same command
-    run again resumes it. Returns the number of trials added."""
+    and are not trained again; its unfinished trials are trained first, with their
+    parameters. Only a new study starts from a record; the same command run again resumes
+    it. Returns the number of trials added."""
     import hashlib
 
     import optuna
@@ -526,6 +527,12 @@ def continue_from(study: Study, record: str | Path) -> int:
         numbers[t["number"]] = len(st.trials)
         st.add_trial(frozen)
         added += 1
+    if grid_space is None:  # a grid trains the combinations it has not scored anyway
+        retried = {t.get("retry_of") for t in doc["trials"]}
+        for t in doc["trials"]:  # unfinished there (and not retried there): its parameters are trained first here
+            if t.get("state") in ("RUNNING", "WAITING") or (t.get("state") == "FAIL" and t.get("interrupted")):
+                if t["number"] not in retried:
+                    st.enqueue_trial(t["params"], skip_if_exists=True)
     for k, v in have.items():
         st.set_user_attr(k, v)
     st.set_user_attr("continued_from", {"record": str(record), "sha256": digest, "trials": added})
