@@ -294,7 +294,8 @@ def test_a_study_continues_from_its_record_without_training_its_trials_again(tin
     doc = json.loads(record.read_text())
     missing = next(c for c in ((0.0, 0.0), (0.0, 0.4), (0.5, 0.0), (0.5, 0.4)) if c not in {
         (t["params"]["augment.feature_noise"], t["params"]["augment.mixup"]) for t in doc["trials"]})
-    doc["trials"].append({"number": 2, "state": "FAIL", "interrupted": True, "value": None, "val_accuracy": {},
+    doc["trials"].append({"number": 2, "state": "FAIL", "interrupted": True, "value": None,
+                          "val_accuracy": {"fold0": 12.5},  # its fold 0 had finished there
                           "params": {"train.max_epochs": 1, "augment.feature_noise": missing[0],
                                      "augment.mixup": missing[1]}})
     (tmp_path / "stopped.json").write_text(json.dumps(doc))
@@ -303,3 +304,4 @@ def test_a_study_continues_from_its_record_without_training_its_trials_again(tin
     assert (retrained["params"]["augment.feature_noise"], retrained["params"]["augment.mixup"]) == missing
     st = optuna.load_study(study_name=more["study"], storage=f"sqlite:///{tmp_path / 'e' / 'study.db'}")
     assert st.trials[retrained["number"]].system_attrs.get("fixed_params") == doc["trials"][-1]["params"]
+    assert retrained["value"] == 12.5 and not (tmp_path / "e" / "trials" / f"trial{retrained['number']}").exists()

@@ -220,7 +220,9 @@ class Study:
             raise
 
     def _score(self, trial: Any, tree: Config, runs: str) -> float:
-        """The trial's mean validation accuracy over the folds, reported after each (pruning)."""
+        """The trial's mean validation accuracy over the folds, reported after each (pruning).
+        A fold the trial has a score for already (a retried trial's finished folds, or those
+        of an unfinished trial of the record the study continues) is not trained again."""
         import optuna
 
         from attsf.reuse import resumable
@@ -228,12 +230,15 @@ class Study:
 
         accs = []
         for step, k in enumerate(self.folds):
-            run_dir = self.out / "trials" / runs / f"fold{k}"
-            fold_cfg = replace(tree, data=replace(tree.data, fold=k))
-            resume = resumable(run_dir, fold_cfg, "another study used this --out: give each study its own --out")
-            metrics = train(fold_cfg, run_dir, resume=resume, splits=TUNING_SPLITS)
-            accs.append(metrics["val"]["accuracy"] * 100)
-            trial.set_user_attr(f"val_accuracy_fold{k}", accs[-1])
+            scored = trial.user_attrs.get(f"val_accuracy_fold{k}")
+            if scored is None:
+                run_dir = self.out / "trials" / runs / f"fold{k}"
+                fold_cfg = replace(tree, data=replace(tree.data, fold=k))
+                resume = resumable(run_dir, fold_cfg, "another study used this --out: give each study its own --out")
+                metrics = train(fold_cfg, run_dir, resume=resume, splits=TUNING_SPLITS)
+                scored = metrics["val"]["accuracy"] * 100
+                trial.set_user_attr(f"val_accuracy_fold{k}", scored)
+            accs.append(scored)
             mean = sum(accs) / len(accs)
             trial.report(mean, step)
             trial_log.info("trial %d fold %d: val accuracy %.2f %% (mean so far %.2f)", trial.number, k, accs[-1], mean)
@@ -479,8 +484,8 @@ def continue_from(study: Study, record: str | Path) -> int:
     pruned trials join the study as they were scored (parameters, per-fold validation
     accuracy, running means for the pruner; a grid study's combinations marked as tried)
     and are not trained again; its unfinished trials are trained first, with their
-    parameters. Only a new study starts from a record; the same command run again resumes
-    it. Returns the number of trials added."""
+    parameters and without the folds they had finished. Only a new study starts from a
+    record; the same command run again resumes it. Returns the number of trials added."""
     import hashlib
 
     import optuna
@@ -531,8 +536,9 @@ def continue_from(study: Study, record: str | Path) -> int:
         retried = {t.get("retry_of") for t in doc["trials"]}
         for t in doc["trials"]:  # unfinished there (and not retried there): its parameters are trained first here
             if t.get("state") in ("RUNNING", "WAITING") or (t.get("state") == "FAIL" and t.get("interrupted")):
-                if t["number"] not in retried:
-                    st.enqueue_trial(t["params"], skip_if_exists=True)
+                if t["number"] not in retried:  # with the folds it finished there
+                    st.enqueue_trial(t["params"], user_attrs={f"val_accuracy_{f}": v for f, v in
+                                                              (t.get("val_accuracy") or {}).items()})
     for k, v in have.items():
         st.set_user_attr(k, v)
     st.set_user_attr("continued_from", {"record": str(record), "sha256": digest, "trials": added})
