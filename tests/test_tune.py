@@ -305,3 +305,17 @@ def test_a_study_continues_from_its_record_without_training_its_trials_again(tin
     st = optuna.load_study(study_name=more["study"], storage=f"sqlite:///{tmp_path / 'e' / 'study.db'}")
     assert st.trials[retrained["number"]].system_attrs.get("fixed_params") == doc["trials"][-1]["params"]
     assert retrained["value"] == 12.5 and not (tmp_path / "e" / "trials" / f"trial{retrained['number']}").exists()
+
+
+def test_a_waiting_trial_is_recorded_with_its_parameters(tiny_cache, tmp_path):
+    """A trial enqueued (the retry of an interrupted one, a record's unfinished one) had its
+    parameters in Optuna's fixed_params only: the record listed it without them, and a study
+    continued from that record trained it with parameters drawn afresh."""
+    from attsf.tune import Study, summarise
+
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    cfg = _cfg(tiny_cache)
+    study = Study(cfg, load_space(space, cfg), [0], tmp_path / "s", f"sqlite:///{tmp_path / 'study.db'}", "s")
+    study.load().enqueue_trial({"train.max_epochs": 2, "augment.feature_noise": 0.5})
+    assert summarise(study)["trials"][0]["params"] == {"train.max_epochs": 2, "augment.feature_noise": 0.5}

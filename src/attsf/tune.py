@@ -560,7 +560,8 @@ def summarise(study: Study) -> dict:
     trials = []
     for t in st.get_trials(deepcopy=False):
         per_fold = {k.removeprefix("val_accuracy_"): v for k, v in t.user_attrs.items() if k.startswith("val_accuracy")}
-        trials.append({"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
+        params = t.params or t.system_attrs.get("fixed_params", {})  # a waiting trial's are still to be drawn
+        trials.append({"number": t.number, "state": t.state.name, "params": params, "value": t.value,
                        "val_accuracy": per_fold, "same_as": t.user_attrs.get("same_as"), "runs": t.user_attrs.get("runs"),
                        "retry_of": t.system_attrs.get("failed_trial"),  # a trial whose process died, run again
                        "interrupted": t.state == optuna.trial.TrialState.FAIL and bool(t.user_attrs.get("interrupted")),
