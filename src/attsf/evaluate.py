@@ -60,8 +60,12 @@ def cv_runs(folder: str | Path) -> dict[str, Path]:
     root = Path(folder)
     if not (root / "cv.json").is_file():
         return {}
-    done = sorted(root.glob("fold*/metrics.json")) + sorted(root.glob("seed*/fold*/metrics.json"))
-    return {p.parent.relative_to(root).as_posix(): p.parent for p in done}
+    done = [p.parent for p in [*root.glob("fold*/metrics.json"), *root.glob("seed*/fold*/metrics.json")]]
+
+    def numbers(run: Path) -> list[int]:  # fold10 after fold9
+        return [int(part.removeprefix("seed").removeprefix("fold")) for part in run.relative_to(root).parts]
+
+    return {run.relative_to(root).as_posix(): run for run in sorted(done, key=numbers)}
 
 
 def open_run(run_dir: str | Path, weights: str = MODEL_FILE, cache: str | Path | None = None) -> Run:

@@ -507,6 +507,7 @@ def continue_from(study: Study, record: str | Path) -> int:
         raise AttsfError(f"{record}: the record's study has {other} than this one")
     dists = {k: p.distribution() for k, p in study.space.items()}
     grid_space = {k: list(study.space[k].choices) for k in sorted(study.space)} if study.grid else None
+    grid = list(itertools.product(*grid_space.values())) if grid_space else []  # Optuna's order of the combinations
     numbers: dict[int, int] = {}
     added = 0
     for t in doc["trials"]:
@@ -522,7 +523,7 @@ def continue_from(study: Study, record: str | Path) -> int:
         system = {}
         if grid_space is not None:
             combo = tuple(t["params"][k] for k in grid_space)
-            system = {"search_space": grid_space, "grid_id": list(itertools.product(*grid_space.values())).index(combo)}
+            system = {"search_space": grid_space, "grid_id": grid.index(combo)}
         try:
             frozen = optuna.trial.create_trial(
                 state=state, value=t["value"], params=t["params"], distributions=dists, user_attrs=attrs,
