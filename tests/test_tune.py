@@ -319,3 +319,29 @@ def test_a_waiting_trial_is_recorded_with_its_parameters(tiny_cache, tmp_path):
     study = Study(cfg, load_space(space, cfg), [0], tmp_path / "s", f"sqlite:///{tmp_path / 'study.db'}", "s")
     study.load().enqueue_trial({"train.max_epochs": 2, "augment.feature_noise": 0.5})
     assert summarise(study)["trials"][0]["params"] == {"train.max_epochs": 2, "augment.feature_noise": 0.5}
+
+
+def test_workers_asking_at_once_each_take_another_waiting_trial(tiny_cache, tmp_path):
+    """Optuna takes a waiting trial under SELECT ... FOR UPDATE, which SQLite ignores: two
+    workers of a resumed study both took the retry of one interrupted trial and the second
+    failed on the first one's run lock (CI, test_an_interrupted_study_retries...[2])."""
+    import threading
+
+    from attsf.tune import Study
+
+    study = Study(_cfg(tiny_cache), {}, [0], tmp_path, f"sqlite:///{tmp_path / 'study.db'}", "s")
+    for i in range(24):
+        study.load().enqueue_trial({}, user_attrs={"runs": f"trial{i}"})
+    workers = [study.load(w) for w in range(4)]  # each its own storage, as each worker process has
+    start, taken = threading.Barrier(len(workers)), []
+
+    def ask(st) -> None:
+        start.wait()
+        taken.extend(st.ask().number for _ in range(6))
+
+    threads = [threading.Thread(target=ask, args=(st,)) for st in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == list(range(24))

@@ -161,9 +161,12 @@ class Study:
             return self.storage
 
         def open_rdb() -> Any:
+            from attsf.sqlite_storage import SQLiteStorage
+
+            rdb = SQLiteStorage if self.storage.startswith("sqlite") else optuna.storages.RDBStorage
             with warnings.catch_warnings():  # the heartbeat is marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
+                return rdb(
                     self.storage, heartbeat_interval=min(30, self.grace_period), grace_period=self.grace_period,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
 
