@@ -291,7 +291,7 @@ def settle_retries(study: Study) -> list[int]:
         retried = {t.system_attrs.get("failed_trial") for t in st.get_trials(deepcopy=False)}
         for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
             if t.user_attrs.get("interrupted") and t.number not in retried:
-                optuna.storages.RetryFailedTrialCallback(max_retry=None)(st, t)
+                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(st, t)
     seen, dropped = set(), []
     for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
         runs = t.user_attrs.get("runs")
