@@ -321,27 +321,49 @@ def test_a_waiting_trial_is_recorded_with_its_parameters(tiny_cache, tmp_path):
     assert summarise(study)["trials"][0]["params"] == {"train.max_epochs": 2, "augment.feature_noise": 0.5}
 
 
+def _at_once(workers: list, work) -> None:
+    """``work(study)`` in one thread per worker, all released at the same moment."""
+    import threading
+
+    start = threading.Barrier(len(workers))
+
+    def run(st) -> None:
+        start.wait()
+        work(st)
+
+    threads = [threading.Thread(target=run, args=(st,)) for st in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_workers_asking_at_once_each_take_another_waiting_trial(tiny_cache, tmp_path):
     """Optuna takes a waiting trial under SELECT ... FOR UPDATE, which SQLite ignores: two
     workers of a resumed study both took the retry of one interrupted trial and the second
     failed on the first one's run lock (CI, test_an_interrupted_study_retries...[2])."""
-    import threading
-
     from attsf.tune import Study
 
     study = Study(_cfg(tiny_cache), {}, [0], tmp_path, f"sqlite:///{tmp_path / 'study.db'}", "s")
     for i in range(24):
         study.load().enqueue_trial({}, user_attrs={"runs": f"trial{i}"})
     workers = [study.load(w) for w in range(4)]  # each its own storage, as each worker process has
-    start, taken = threading.Barrier(len(workers)), []
-
-    def ask(st) -> None:
-        start.wait()
-        taken.extend(st.ask().number for _ in range(6))
-
-    threads = [threading.Thread(target=ask, args=(st,)) for st in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    taken = []
+    _at_once(workers, lambda st: taken.extend(st.ask().number for _ in range(6)))
     assert sorted(taken) == list(range(24))
+
+
+def test_workers_that_find_one_dead_trial_at_once_retry_it_once(tiny_cache, tmp_path):
+    """The same race when dead trials are failed: every worker that found one failed it and
+    queued a retry of its own (27 retries of 24 dead trials)."""
+    import optuna
+
+    from attsf.tune import Study
+
+    study = Study(_cfg(tiny_cache), {}, [0], tmp_path, f"sqlite:///{tmp_path / 'study.db'}", "s", grace_period=1)
+    st = study.load()
+    for _ in range(24):
+        st._storage.record_heartbeat(st.ask()._trial_id)
+    time.sleep(2)
+    _at_once([study.load(w) for w in range(4)], optuna.storages.fail_stale_trials)
+    assert len(st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))) == 24

@@ -1,11 +1,11 @@
-"""Optuna's RDB storage on an SQLite file, where a waiting trial is taken by one worker only.
+"""Optuna's RDB storage on an SQLite file, where a trial's change of state is made by one worker only.
 
-A worker takes a waiting trial (an enqueued one, or the retry of an interrupted or dead
-trial) by reading its state and setting it to running; Optuna guards that with
-``SELECT ... FOR UPDATE``, which SQLite ignores, so workers asking at the same moment all
-took the same trial and trained it in one folder at once. Here the take holds an exclusive
-lock on a file beside the database (an SQLite database is a local file, so its workers
-share one machine)."""
+Optuna changes a trial's state by reading it, checking it and writing the new one, guarded
+by ``SELECT ... FOR UPDATE``, which SQLite ignores. Workers asking at the same moment all
+took the same waiting trial (an enqueued one, or the retry of an interrupted or dead trial)
+and trained it in one folder at once; workers that found the same dead trial all failed it
+and each queued a retry. Here every change of state holds an exclusive lock on a file
+beside the database (an SQLite database is a local file, so its workers share one machine)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ class SQLiteStorage(optuna.storages.RDBStorage):
     def __init__(self, url: str, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
         db = sqlalchemy.engine.make_url(url).database
-        self.take_lock = Path(f"{db}.lock") if db and db != ":memory:" else None
+        self.state_lock = Path(f"{db}.lock") if db and db != ":memory:" else None
 
     def set_trial_state_values(self, trial_id: int, state: optuna.trial.TrialState,
                                values: Sequence[float] | None = None) -> bool:
-        if state != optuna.trial.TrialState.RUNNING or self.take_lock is None:
+        if self.state_lock is None:
             return super().set_trial_state_values(trial_id, state, values)
-        with open(self.take_lock, "a") as lock:
+        with open(self.state_lock, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released as the file closes
             return super().set_trial_state_values(trial_id, state, values)

@@ -276,10 +276,10 @@ def settle_retries(study: Study) -> list[int]:
     """Fail the trials whose process died (each is retried once, as a waiting trial with
     its parameters and runs), retry the trials stopped by SIGINT / SIGTERM (Optuna failed
     them: a grid study would lose their combination, any study their runs), and fail all
-    but one waiting retry of the same runs. Done once by the parent before its workers
-    start: SQLite lets two workers that find the same stale trial at the same moment both
-    retry it, and two retries would train in one folder at once. Returns the trial numbers
-    failed as duplicates."""
+    but one waiting retry of the same runs (left by an attsf before ``sqlite_storage``'s
+    lock, or a storage without row locks: two retries would train in one folder at once).
+    Done once by the parent before its workers start. Returns the trial numbers failed as
+    duplicates."""
     import warnings
 
     import optuna
