@@ -59,6 +59,10 @@ def test_tuning_trials_never_read_a_test_clip_and_the_study_resumes(no_test_clip
     metrics = json.loads(next(out.glob("trials/trial0/fold0/metrics.json")).read_text())
     assert "test" not in metrics and metrics["provenance"]["config"]["data"]["train_on"] == "train"
     assert summary["best"]["overrides"].keys() == {"train.max_epochs", "augment.feature_noise"}
+    # the best trial as a config to train: the study's config (its refit too) with the trial's overrides
+    best = load_config(out / "best.yaml")
+    want = with_values(_cfg(no_test_clips), summary["best"]["overrides"])
+    assert best.to_dict() == {**want.to_dict(), "name": "attsf_best"} and best.data.train_on == "train+val"
     # the same command with more trials continues the study: the first three are kept
     again = tune(_cfg(no_test_clips), space, 4, out, folds=[0, 1])
     assert [t["number"] for t in again["trials"]][:3] == [t["number"] for t in summary["trials"]]
@@ -77,12 +81,17 @@ def test_the_study_files_follow_a_running_study(tiny_cache, tmp_path):
 
     space = tmp_path / "space.yaml"
     space.write_text("train.max_epochs: [1]\n")
-    cfg = _cfg(tiny_cache)
+    cfg = _cfg(tiny_cache, "train.threads=2", "train.progress=true")  # the worker trains with 1, no bar
     study = Study(cfg, load_space(space, cfg), [0], tmp_path / "s", f"sqlite:///{tmp_path / 'study.db'}", "s")
     _worker(study, 1, 1)
+    metrics = json.loads((tmp_path / "s" / "trials" / "trial0" / "fold0" / "metrics.json").read_text())
+    assert metrics["provenance"]["config"]["train"]["threads"] == 1
     summary = json.loads((tmp_path / "s" / "study.json").read_text())
     assert [t["state"] for t in summary["trials"]] == ["COMPLETE"] and summary["best"]["number"] == 0
     assert "| 0 | complete |" in (tmp_path / "s" / "study.md").read_text()
+    # best.yaml keeps the user's config: not the worker's threads or its progress bar turned off
+    best = load_config(tmp_path / "s" / "best.yaml")
+    assert (best.train.threads, best.train.progress) == (cfg.train.threads, cfg.train.progress) and best.name == "s_best"
 
 
 def test_a_small_space_is_tried_whole_and_studies_do_not_share_runs(tiny_cache, tmp_path):

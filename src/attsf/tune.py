@@ -50,6 +50,7 @@ log = logging.getLogger("attsf")
 trial_log = logging.getLogger("attsf.tune")  # one line per fold a trial finishes, from every worker
 TUNING_SPLITS = ("train", "val")
 STUDY_JSON = "study.json"
+BEST_YAML = "best.yaml"  # the best trial as a config to train
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class Study:
     grid: bool = False  # every combination once (a space of choices no larger than --trials)
     grace_period: int = 90
     owner: str = ""  # the process whose workers run the trials (its trials, when it is interrupted)
+    threads: int = 0  # a worker's threads per run (0: the config's); the study's config stays the user's
 
     def storage_obj(self) -> Any:
         import warnings
@@ -215,6 +217,8 @@ class Study:
         trial.set_user_attr("owner", self.owner)
         trial.set_user_attr("interrupted", False)  # a retry starts afresh (it inherits its trial's marks)
         tree = trial_config(with_values(self.cfg, params))
+        if self.threads:
+            tree = replace(tree, train=replace(tree.train, threads=self.threads, progress=False))
         trial_log.info("trial %d: %s", trial.number, overrides_text(params))
         try:
             return self._score(trial, tree, runs)
@@ -312,8 +316,7 @@ def _worker(study: Study, n_trials: int, threads: int, worker: int = 0) -> int:
     quiet_library_warnings()
     # a failed trial's error reaches the user as one line (Optuna's warning carries its traceback)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    if threads:
-        study.cfg = replace(study.cfg, train=replace(study.cfg.train, threads=threads, progress=False))
+    study = replace(study, threads=threads)
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     st = study.load(worker)
     if len(st.get_trials(deepcopy=False, states=done)) < n_trials:  # the callback stops only after a trial
@@ -590,7 +593,20 @@ def summarise(study: Study) -> dict:
     }
     write_json(study.out / STUDY_JSON, summary)
     atomic_write_text(study.out / "study.md", study_markdown(summary))
+    if best:
+        atomic_write_text(study.out / BEST_YAML, best_config_text(study, summary["best"]))
     return summary
+
+
+def best_config_text(study: Study, best: dict) -> str:
+    """``best.yaml``: the study's config with the best trial's overrides, whole (a refit
+    config refits), named ``STUDY_best``: ``attsf cv OUT/best.yaml`` trains it."""
+    cfg = with_values(study.cfg, best["overrides"])
+    cfg = replace(cfg, name=f"{study.name}_best")
+    head = (f"# study {study.name} of {study.cfg.name}, trial {best['number']}: {best['value']:.2f} % mean "
+            f"validation-speaker accuracy over folds {', '.join(map(str, study.folds))} (test split never loaded)\n"
+            f"# its overrides: {overrides_text(best['overrides'])}\n")
+    return head + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 def study_markdown(summary: dict) -> str:

@@ -35,6 +35,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     print(Path(out, "study.md").read_text())
     if summary["best"]:
         print(f"best overrides (validation speakers only): {overrides_text(summary['best']['overrides'])}")
+        print(f"as a config: {out}/best.yaml (attsf cv {out}/best.yaml --seeds 0,1,2 trains it on every fold)")
     print(f"-> {out}/study.json")
 
 
