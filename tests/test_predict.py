@@ -522,6 +522,8 @@ def test_packaged_model_answers_without_a_run(tmp_path):
     card, row = doc["model"], doc["clips"][0]
     assert card["name"] == "RAVDESS speech emotion (audio only)" and card["chance"] == 12.5
     assert "non-commercial" in card["licence"] and card["evaluation"]["speakers"] == ["05", "10", "15", "20"]
+    # the 18 actors it was trained on: those of the cache (the fold file also lists actors 23 and 24)
+    assert card["evaluation"]["training_speakers"] == [f"{a:02d}" for a in range(1, 23) if a % 5]
     assert row["label"] in card["labels"] and row["speech_seconds"] > 1
     silence = tmp_path / "silence.wav"
     sf.write(silence, np.zeros(48000, np.float32), 16000)

@@ -48,14 +48,18 @@ def evaluation(run_dir: Path) -> dict:
     """The run's test figures in % (own-speaker, and new-speaker for a run trained with
     speaker normalisation), with the clips and speakers they were measured on."""
     from attsf.config import load_config
-    from attsf.data.datamodule import load_folds
+    from attsf.data.datamodule import ClipDataModule
     from attsf.train import evaluate_run
 
     metrics = read_json(run_dir / "metrics.json")
     cfg = load_config(run_dir / "config.yaml")
-    fold = load_folds(cfg.data.folds)["folds"][cfg.data.fold]
-    result = {"split": "test", "clips": metrics["test"]["n"], "speakers": list(fold["test"]),
-              "training_speakers": list(fold["train"]) + list(fold["val"]) * (cfg.data.train_on == "train+val"),
+    if cfg.model.task == "regression":
+        raise AttsfError(f"{run_dir}: a regression run (model.task=regression, e.g. CMU-MOSI sentiment) cannot be "
+                         "exported: a card and attsf predict answer with emotion classes")
+    splits = ClipDataModule(cfg).splits  # the speakers in the cache (a fold file may list more)
+    speakers = {s: sorted({r.speaker for r in records}) for s, records in splits.items()}
+    result = {"split": "test", "clips": metrics["test"]["n"], "speakers": speakers["test"],
+              "training_speakers": speakers["train"],  # with data.train_on=train+val, val's too
               "normalization": cfg.data.normalize}
     if cfg.data.normalize == "speaker":
         from attsf.enrolment import enrolment_curve
