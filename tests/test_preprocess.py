@@ -178,18 +178,42 @@ def test_preprocess_bad_arguments(tmp_path):
         assert proc.returncode == 2 and text in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
-def test_mosi_pickle_trains_a_regression_run(tmp_path):
+def test_mosi_pickle_trains_and_cross_validates_a_regression_run(tmp_path):
+    """CMU-MOSI: a regression on the cache's predefined split. `attsf cv --seeds` trains one
+    run per seed (not one per entry of an unrelated fold file) and summarises MAE, r, Acc-2,
+    F1 and Acc-7; evaluate and verify read those; export and tune, which need classes, say so."""
     pkl = tmp_path / "aligned_50.pkl"
     layouts.mosi_pickle(pkl, n=(16, 8, 8))
     cache = tmp_path / "cache"
     run_cli("preprocess", "mosi", "--root", str(pkl), "--out", str(cache), "--quiet")
-    run = tmp_path / "run"
-    run_cli("train", "mosi_features", f"data.cache={cache}", "model.d_model=16", "model.n_heads=2",
+    tiny = ("mosi_features", f"data.cache={cache}", "model.d_model=16", "model.n_heads=2",
             "model.audio_channels=[8,8,8,16]", "model.visual_channels=[16]", "model.n_cmb=1", "model.n_sab=1",
             "model.ffn_cmb=16", "model.ffn_sab=16", "model.ffn_avam=16", "train.batch_size=8", "train.max_epochs=2",
-            "train.progress=false", "train.threads=1", "--out", str(run))
-    metrics = json.loads((run / "metrics.json").read_text())
+            "train.progress=false", "train.threads=1")
+    out = tmp_path / "cv"
+    proc = run_cli("cv", *tiny, "--seeds", "0,1", "--out", str(out))
+    assert sorted(p.parent.relative_to(out).as_posix() for p in out.glob("**/metrics.json")) == [
+        "seed0/fold0", "seed1/fold0"]
+    assert "the cache's predefined split, seed 1 -> " in proc.stderr and "2/2 runs finished" in proc.stderr
+    metrics = json.loads((out / "seed1/fold0/metrics.json").read_text())
     assert metrics["test"]["n"] == 8 and 0 < metrics["test"]["mae"] < 10
+    summary = json.loads((out / "cv.json").read_text())
+    maes = [json.loads((out / run / "metrics.json").read_text())["test"]["mae"] for run in ("seed0/fold0", "seed1/fold0")]
+    assert summary["mae_mean"] == pytest.approx(sum(maes) / 2) and summary["folds"]["seed1/fold0"]["test_mae"] == maes[1]
+    assert summary["folds"]["seed0/fold0"]["test_acc2_non0"] == pytest.approx(100 * json.loads(
+        (out / "seed0/fold0/metrics.json").read_text())["test"]["acc2_non0"])
+    assert f"mosi_features: MAE {summary['mae_mean']:.3f} ± " in proc.stdout and "| test Acc-7 % |" in proc.stdout
+    evaluated = run_cli("evaluate", str(out)).stdout
+    assert f"seed1/fold0: test: MAE {maes[1]:.3f}" in evaluated
+    assert "2 runs, the runs' own normalisation: test MAE" in evaluated
+    verified = run_cli("verify", str(out / "cv.json"), "--run", "seed1/fold0", "--out", str(tmp_path / "v")).stdout
+    assert "test_mae" in verified and verified.count("same") == 4 and "DIFFERENT" not in verified
+    assert run_cli("report", str(out / "seed0/fold0")).stdout.strip().endswith("report.html")
+    for args, words in ((("cv", *tiny, "--folds", "1"), "fold 1 is out of range (a predefined split"),
+                        (("export", str(out / "seed0/fold0"), "--name", "m", "--out", str(tmp_path)), "cannot be exported"),
+                        (("tune", *tiny, "--space", "fused"), "a regression config")):
+        bad = cli(*args, check=False)
+        assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
 
 def test_workers_exit_when_preprocess_is_killed(ravdess_root, tmp_path):

@@ -200,6 +200,8 @@ def test_cv_over_seeds_with_the_whole_recipe(tiny_overrides, tmp_path):
         "seed0/fold0", "seed1/fold0"]
     assert new["accuracy_mean"] == pytest.approx(sum(each) / 2) and "new speakers" in new["setting"]
     assert "2 runs, new speakers" in out and "seed1/fold0: test: accuracy" in out
+    report = run_cli("report", str(tmp_path))  # the folder of `attsf cv --seeds`: every seed's runs
+    assert "1 model(s), 2 finished run(s)" in report.stderr and (tmp_path / "report.html").is_file()
     bad = cli("cv", "configs/ravdess_au.yaml", *tiny_overrides, "--seeds", "a", check=False)
     expected = "attsf: error: --seeds a: expected comma-separated whole numbers, e.g. 0,1,2"
     assert bad.returncode == 2 and bad.stderr.strip() == expected

@@ -32,8 +32,8 @@ def model_card(weights: Path, side: dict) -> dict:
     if "accuracy" in test:
         card["test_accuracy"] = round(100 * test["accuracy"], 2)
     cv = run.parent / "cv.json"
-    if cv.is_file():
-        summary = read_json(cv)
+    summary = read_json(cv) if cv.is_file() else {}
+    if "accuracy_mean" in summary:  # a classification's (a regression's cv.json has its MAE)
         card["cv"] = {"accuracy_mean": round(summary["accuracy_mean"], 2), "accuracy_std": round(summary["accuracy_std"], 2),
                       "runs": len(summary.get("folds", {}))}
     about = side.get("card") or {}  # an exported model's card (attsf export): what it is for, how it was measured

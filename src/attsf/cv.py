@@ -6,13 +6,14 @@ processes (``pool.py``), summarised in ``cv.json`` and ``cv.md`` (``cv_results.p
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
 
 from attsf.config import Config
-from attsf.cv_results import summarise_cv, summarise_seeds
-from attsf.data.datamodule import load_folds
+from attsf.cv_results import figure_text, figures, headline, summarise_cv, summarise_seeds
+from attsf.data.datamodule import check_folds, fold_count
 from attsf.errors import AttsfError, Interrupted, quiet_library_warnings
 from attsf.provenance import provenance
 from attsf.reuse import resumable
@@ -38,9 +39,8 @@ def cross_validate_many(studies: list[tuple[Config, Path]], folds: list[int] | N
     sharing one pool of ``jobs`` processes so that no core waits for a row's last fold."""
     plan, cfgs, results = [], [], []
     for i, (cfg, out_dir) in enumerate(studies):
-        n_folds = len(load_folds(cfg.data.folds)["folds"])
-        if folds is not None and (bad := [k for k in folds if not 0 <= k < n_folds]):  # before any run starts
-            raise AttsfError(f"--folds: fold {bad[0]} is out of range ({cfg.data.folds} has {n_folds} folds)")
+        n_folds = fold_count(cfg.data)
+        check_folds(cfg.data, folds or [])  # before any run starts
         if jobs > 1 and cfg.train.threads == 0:
             cfg = replace(cfg, train=replace(cfg.train, threads=max(1, (os.cpu_count() or 1) // jobs)))
         cfgs.append(cfg)
@@ -49,6 +49,15 @@ def cross_validate_many(studies: list[tuple[Config, Path]], folds: list[int] | N
         plan += [(i, s, k, *_fold_job(c, run_dir, k, n_folds)) for s, (c, run_dir) in base.items()
                  for k in (range(n_folds) if folds is None else folds)]
         results.append({s: {} for s in base})
+    seconds: list[float] = []
+
+    def finished(i: int, s: int, k: int, metrics: dict) -> None:
+        results[i][s][k] = metrics
+        seconds.append(metrics.get("train_seconds", 0.0))
+        key = headline(metrics["test"])
+        log.info("%sseed %d fold %d: test %s (%s)", f"{studies[i][1].name}: " * (len(studies) > 1), s, k,
+                 figure_text(key, figures(metrics["test"])[key]), runs_left(seconds, len(plan), jobs))
+
     if jobs > 1:
         if any(cfg.train.devices not in ("auto", "1") for cfg in cfgs) or not trainer_rank_zero():
             raise AttsfError("--jobs trains several runs at once on CPU; use it without DDP (train.devices)")
@@ -57,10 +66,7 @@ def cross_validate_many(studies: list[tuple[Config, Path]], folds: list[int] | N
         keys = {str(run_dir): (i, s, k) for i, s, k, _, run_dir, _ in plan}
         jobs_ = [(str(run_dir), _train_job, (fold_cfg, run_dir, resume)) for _, _, _, fold_cfg, run_dir, resume in plan]
         for name, metrics in run_jobs(jobs_, jobs):  # the first failure stops the others and names its run
-            i, s, k = keys[name]
-            results[i][s][k] = metrics
-            log.info("%sseed %d fold %d: test accuracy %.2f %%", f"{studies[i][1].name}: " * (len(studies) > 1),
-                     s, k, 100 * metrics["test"]["accuracy"])
+            finished(*keys[name], metrics)
     else:
         for i, s, k, fold_cfg, run_dir, resume in plan:  # under DDP every rank trains every run; rank 0 writes
             try:
@@ -68,11 +74,24 @@ def cross_validate_many(studies: list[tuple[Config, Path]], folds: list[int] | N
             except Interrupted as exc:
                 raise exc.resumed_by("the same command resumes it and reuses the finished runs") from None
             if metrics is not None:
-                results[i][s][k] = metrics
+                finished(i, s, k, metrics)
         if not trainer_rank_zero():
             return [{} for _ in studies]
     return [_summarise(cfg, out_dir, {s: dict(sorted(r.items())) for s, r in res.items()}, seeds)
             for cfg, (_, out_dir), res in zip(cfgs, studies, results)]
+
+
+def runs_left(seconds: list[float], total: int, jobs: int) -> str:
+    """"3/15 runs finished, about 2 h 10 min left": the runs not finished yet at the mean
+    training time of those that have (a reused run counts its recorded time, a resumed one
+    its last attempt's), ``jobs`` at a time."""
+    done, left = len(seconds), total - len(seconds)
+    text = f"{done}/{total} runs finished"
+    if not left or not any(seconds):
+        return text
+    minutes = round(sum(seconds) / done * math.ceil(left / jobs) / 60)
+    return f"{text}, about {minutes // 60} h {minutes % 60} min left" if minutes >= 60 else \
+        f"{text}, about {max(1, minutes)} min left"
 
 
 def _summarise(cfg: Config, out_dir: Path, results: dict[int, dict[int, dict]], seeds: list[int] | None) -> dict:
@@ -88,7 +107,8 @@ def _fold_job(cfg: Config, out_dir: Path, k: int, n_folds: int) -> tuple[Config,
     fold_cfg = replace(cfg, data=replace(cfg.data, fold=k))
     resume = resumable(run_dir, fold_cfg, "choose another --out or remove it")
     state = " (finished: reused)" if (run_dir / METRICS).is_file() else " (resuming)" if resume else ""
-    log.info("fold %d/%d, seed %d -> %s%s", k, n_folds, cfg.train.seed, run_dir, state)
+    where = "the cache's predefined split" if cfg.data.protocol == "predefined" else f"fold {k}/{n_folds}"
+    log.info("%s, seed %d -> %s%s", where, cfg.train.seed, run_dir, state)
     return fold_cfg, run_dir, resume
 
 

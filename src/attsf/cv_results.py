@@ -10,6 +10,17 @@ import numpy as np
 from attsf.io import atomic_write_text, write_json
 
 
+def finished_runs(folder: Path) -> dict[str, Path]:
+    """The finished runs of a cross-validation folder, ``foldK`` or ``seedS/foldK`` (``attsf
+    cv --seeds``), keyed by that path, in seed and fold order."""
+    done = [p.parent for p in [*folder.glob("fold*/metrics.json"), *folder.glob("seed*/fold*/metrics.json")]]
+
+    def numbers(run: Path) -> list[int]:  # fold10 after fold9
+        return [int(part.removeprefix("seed").removeprefix("fold")) for part in run.relative_to(folder).parts]
+
+    return {run.relative_to(folder).as_posix(): run for run in sorted(done, key=numbers)}
+
+
 def val_trained_on(metrics: dict) -> bool:
     """Whether a run's ``metrics.json`` records ``data.train_on=train+val``: its val actors
     were trained on, not held out."""
@@ -24,26 +35,66 @@ def run_provenance(metrics: dict) -> dict:
     return {"fold": fold, **{k: v for k, v in prov.items() if k != "config"}}
 
 
+REGRESSION_FIGURES = ("mae", "corr", "acc2_non0", "f1_non0", "acc2_has0", "f1_has0", "acc7")
+FIGURE_NAMES = {"accuracy": "accuracy", "mae": "MAE", "corr": "r", "acc2_non0": "Acc-2 (non-0)",
+                "f1_non0": "F1 (non-0)", "acc2_has0": "Acc-2 (has-0)", "f1_has0": "F1 (has-0)", "acc7": "Acc-7"}
+
+
+def headline(split: dict) -> str:
+    """The figure a split's metrics are summarised by: accuracy, or a regression's MAE."""
+    return "accuracy" if "accuracy" in split else "mae"
+
+
+def figures(split: dict) -> dict[str, float]:
+    """A split's figures as summaries keep them: accuracy in %; for a regression (CMU-MOSI)
+    MAE and Pearson r as they are, the binary and 7-class accuracies and F1 in %."""
+    if "accuracy" in split:
+        return {"accuracy": split["accuracy"] * 100}
+    return {k: split[k] * (1 if k in ("mae", "corr") else 100) for k in REGRESSION_FIGURES}
+
+
+def figure_text(name: str, value: float) -> str:
+    """``accuracy 84.17 %``, ``MAE 0.934``."""
+    return f"{FIGURE_NAMES[name]} {value:.3f}" if name in ("mae", "corr") else f"{FIGURE_NAMES[name]} {value:.2f} %"
+
+
+def summary_headline(summary: dict) -> str:
+    return "accuracy" if "accuracy_mean" in summary else "mae"
+
+
+def mean_text(summary: dict) -> str:
+    """``accuracy 84.17 ± 2.53 %``, ``MAE 0.934 ± 0.012``: a summary's headline figure."""
+    key = summary_headline(summary)
+    mean, std = summary[f"{key}_mean"], summary[f"{key}_std"]
+    return f"MAE {mean:.3f} ± {std:.3f}" if key == "mae" else f"accuracy {mean:.2f} ± {std:.2f} %"
+
+
 def cv_summary(results: dict[int, dict]) -> dict:
-    """Test accuracy (per fold, mean, std), UA and mean per-class recall, in %, of finished
-    folds' ``metrics.json`` contents keyed by fold number; for a fused model also the mean
-    accuracy of each AVAM head alone (``avam_accuracy_mean``) and, with ``train.fallback_*``,
-    of each fallback network (``fallback_accuracy_mean``): what the model answers when the
-    other modality is missing, as ``attsf predict`` does."""
-    acc = np.array([m["test"]["accuracy"] for m in results.values()]) * 100
-    uacc = np.array([m["test"]["unweighted_accuracy"] for m in results.values()]) * 100
-    labels = list(next(iter(results.values()))["test"]["per_class_recall"])
-    recall = {c: float(np.mean([m["test"]["per_class_recall"].get(c, np.nan) for m in results.values()]) * 100)
-              for c in labels}
-    summary = {
-        "folds": {str(k): {"test_accuracy": m["test"]["accuracy"] * 100, "val_accuracy": m["val"]["accuracy"] * 100,
+    """Per fold and as mean and std over the folds' ``metrics.json`` contents (keyed by
+    fold): test accuracy, UA and mean per-class recall in % (for a regression: MAE, r,
+    Acc-2, F1, Acc-7), and the validation figure; for a fused model also the mean accuracy
+    of each AVAM head alone (``avam_accuracy_mean``) and, with ``train.fallback_*``, of each
+    fallback network (``fallback_accuracy_mean``): what the model answers when the other
+    modality is missing, as ``attsf predict`` does."""
+    key = headline(next(iter(results.values()))["test"])
+    test = {k: figures(m["test"]) for k, m in results.items()}
+    summary: dict = {
+        "folds": {str(k): {**{f"test_{n}": v for n, v in test[k].items()}, f"val_{key}": figures(m["val"])[key],
                            "epochs": m["epochs"], "selected_epoch": m["selected_epoch"],
                            "commit": m.get("provenance", {}).get("code", {}).get("commit"),
                            "provenance": run_provenance(m)}
                   for k, m in results.items()},
-        "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
-        "unweighted_accuracy_mean": float(uacc.mean()), "per_class_recall_mean": recall,
     }
+    for name in next(iter(test.values())):
+        values = np.array([t[name] for t in test.values()])
+        summary[f"{name}_mean"], summary[f"{name}_std"] = float(values.mean()), float(values.std())
+    if key == "accuracy":
+        labels = list(next(iter(results.values()))["test"]["per_class_recall"])
+        summary["unweighted_accuracy_mean"] = float(np.mean([m["test"]["unweighted_accuracy"]
+                                                             for m in results.values()]) * 100)
+        summary["per_class_recall_mean"] = {
+            c: float(np.mean([m["test"]["per_class_recall"].get(c, np.nan) for m in results.values()]) * 100)
+            for c in labels}
     if any(val_trained_on(m) for m in results.values()):
         summary["val_trained_on"] = True
     for out, suffix in (("avam_accuracy_mean", "avam"), ("fallback_accuracy_mean", "fallback")):
@@ -56,35 +107,52 @@ def cv_summary(results: dict[int, dict]) -> dict:
 
 def seeds_summary(per_seed: dict[int, dict[int, dict]]) -> dict:
     """``cv_summary`` over every (seed, fold) run, with each seed's own summary under ``seeds``
-    and the spread of the per-seed means."""
+    and the spread of the per-seed means (of accuracy, or of a regression's MAE)."""
     runs = {f"seed{s}/fold{k}": m for s, res in per_seed.items() for k, m in res.items()}
     summary = cv_summary(runs)
     summary["seeds"] = {str(s): cv_summary(res) for s, res in per_seed.items()}
-    means = np.array([v["accuracy_mean"] for v in summary["seeds"].values()])
+    key = summary_headline(summary)
+    means = np.array([v[f"{key}_mean"] for v in summary["seeds"].values()])
     summary["seed_means_std"] = float(means.std())
     return summary
 
 
 def evaluations_summary(evals: dict[str, dict], split: str, new_speakers: bool) -> dict:
-    """Mean ± std (in %) over the runs of a cv folder of ``attsf evaluate``'s figures on one
-    split, with each run's: the new-speaker column of a cv's results."""
-    per_run = {k: {m: v * 100 for m, v in e[split].items() if m in ("accuracy", "unweighted_accuracy", "macro_f1")}
-               for k, e in evals.items()}
-    acc = np.array([r["accuracy"] for r in per_run.values()])
-    return {"split": split,
-            "setting": "new speakers: each speaker normalised with the training speakers' pooled statistics"
-            if new_speakers else "the runs' own normalisation",
-            "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
-            "unweighted_accuracy_mean": float(np.mean([r["unweighted_accuracy"] for r in per_run.values()])),
-            "runs": per_run}
+    """Mean ± std over the runs of a cv folder of ``attsf evaluate``'s figures on one
+    split (in %, a regression's MAE and r as they are), with each run's: the new-speaker
+    column of a cv's results."""
+    if "accuracy" in next(iter(evals.values()))[split]:
+        keep = ("accuracy", "unweighted_accuracy", "macro_f1")
+        per_run = {k: {m: v * 100 for m, v in e[split].items() if m in keep} for k, e in evals.items()}
+        means = ("accuracy",)
+    else:
+        per_run = {k: figures(e[split]) for k, e in evals.items()}
+        means = REGRESSION_FIGURES
+    summary: dict = {"split": split,
+                     "setting": "new speakers: each speaker normalised with the training speakers' pooled statistics"
+                     if new_speakers else "the runs' own normalisation"}
+    for name in means:
+        values = np.array([r[name] for r in per_run.values()])
+        summary[f"{name}_mean"], summary[f"{name}_std"] = float(values.mean()), float(values.std())
+    if "accuracy" in means:
+        summary["unweighted_accuracy_mean"] = float(np.mean([r["unweighted_accuracy"] for r in per_run.values()]))
+    return {**summary, "runs": per_run}
 
 
 def cv_markdown(summary: dict) -> str:
-    val = "val acc % (actors trained on)" if summary.get("val_trained_on") else "val acc %"
-    lines = [f"| run | test acc % | {val} | epochs | evaluated epoch |", "| --- | --- | --- | --- | --- |"]
+    key = summary_headline(summary)
+    names = [n for n in ("accuracy", *REGRESSION_FIGURES) if f"{n}_mean" in summary]
+    short = lambda n: "acc %" if n == "accuracy" else FIGURE_NAMES[n] + ("" if n in ("mae", "corr") else " %")  # noqa: E731
+    val = f"val {short(key)}" + (" (actors trained on)" if summary.get("val_trained_on") else "")
+    cols = [f"test {short(n)}" for n in names]
+    fmt = lambda n, v: f"{v:.3f}" if n in ("mae", "corr") else f"{v:.2f}"  # noqa: E731
+    lines = [f"| run | {' | '.join(cols)} | {val} | epochs | evaluated epoch |",
+             "| --- |" + " --- |" * (len(cols) + 3)]
     for k, f in summary["folds"].items():
-        lines.append(f"| {k} | {f['test_accuracy']:.2f} | {f['val_accuracy']:.2f} | {f['epochs']} | {f['selected_epoch']} |")
-    lines.append(f"| mean ± std | {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f} | | | |")
+        lines.append(f"| {k} | {' | '.join(fmt(n, f[f'test_{n}']) for n in names)} | {fmt(key, f[f'val_{key}'])} | "
+                     f"{f['epochs']} | {f['selected_epoch']} |")
+    means = " | ".join(f"{fmt(n, summary[f'{n}_mean'])} ± {fmt(n, summary[f'{n}_std'])}" for n in names)
+    lines.append(f"| mean ± std | {means} | | | |")
     if "avam_accuracy_mean" in summary:
         heads = summary["avam_accuracy_mean"]
         lines += ["", f"Each AVAM head alone: audio {heads['audio']:.2f} %, visual {heads['visual']:.2f} %"]
@@ -93,10 +161,12 @@ def cv_markdown(summary: dict) -> str:
         lines += ["", f"The fallback networks (the answer when the other modality is missing): audio "
                       f"{heads['audio']:.2f} %, visual {heads['visual']:.2f} %"]
     if "seeds" in summary:
-        lines += ["", "| seed | test acc % (mean ± std over folds) |", "| --- | --- |"]
-        lines += [f"| {s} | {v['accuracy_mean']:.2f} ± {v['accuracy_std']:.2f} |" for s, v in summary["seeds"].items()]
-    lines += ["", "| class | mean recall % |", "| --- | --- |"]
-    lines += [f"| {c} | {r:.1f} |" for c, r in summary["per_class_recall_mean"].items()]
+        lines += ["", f"| seed | test {short(key)} (mean ± std over folds) |", "| --- | --- |"]
+        lines += [f"| {s} | {fmt(key, v[f'{key}_mean'])} ± {fmt(key, v[f'{key}_std'])} |"
+                  for s, v in summary["seeds"].items()]
+    if "per_class_recall_mean" in summary:
+        lines += ["", "| class | mean recall % |", "| --- | --- |"]
+        lines += [f"| {c} | {r:.1f} |" for c, r in summary["per_class_recall_mean"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -57,15 +57,10 @@ def require_run(run_dir: str | Path) -> Path:
 def cv_runs(folder: str | Path) -> dict[str, Path]:
     """The finished runs of an ``attsf cv`` folder (``foldK`` or ``seedS/foldK``), keyed by
     that path; empty for any other folder."""
+    from attsf.cv_results import finished_runs
+
     root = Path(folder)
-    if not (root / "cv.json").is_file():
-        return {}
-    done = [p.parent for p in [*root.glob("fold*/metrics.json"), *root.glob("seed*/fold*/metrics.json")]]
-
-    def numbers(run: Path) -> list[int]:  # fold10 after fold9
-        return [int(part.removeprefix("seed").removeprefix("fold")) for part in run.relative_to(root).parts]
-
-    return {run.relative_to(root).as_posix(): run for run in sorted(done, key=numbers)}
+    return finished_runs(root) if (root / "cv.json").is_file() else {}
 
 
 def open_run(run_dir: str | Path, weights: str = MODEL_FILE, cache: str | Path | None = None) -> Run:

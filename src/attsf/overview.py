@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from attsf.cv_results import cv_summary, val_trained_on
+from attsf.cv_results import cv_summary, finished_runs, val_trained_on
 from attsf.errors import AttsfError
 from attsf.experiments import EXPERIMENTS, PAPER_FRACTIONS, Row
 from attsf.io import read_json
@@ -31,13 +31,19 @@ log = logging.getLogger("attsf")
 
 
 def _folds(cv_dir: Path) -> list[Path]:
-    """The finished fold runs of a model's folder, by fold number."""
-    return sorted((p.parent for p in cv_dir.glob("fold*/metrics.json")), key=lambda p: int(p.name[4:]))
+    """The finished runs of a model's folder (``foldK``, or ``seedS/foldK`` of ``attsf cv
+    --seeds``), by seed and fold number."""
+    return list(finished_runs(cv_dir).values())
+
+
+def _run_name(run: Path) -> str:
+    return f"{run.parent.name}/{run.name}" if run.parent.name.startswith("seed") else run.name
 
 
 def fold_summary(cv_dir: Path) -> dict:
     """``cv_summary`` of the finished folds of a model's folder."""
-    return cv_summary({int(f.name[4:]): read_json(f / "metrics.json") for f in _folds(cv_dir)})
+    return cv_summary({(int(k[4:]) if "/" not in k else k): read_json(f / "metrics.json")
+                       for k, f in finished_runs(cv_dir).items()})
 
 
 def pooled_confusion(cv_dir: Path) -> tuple[list[list[int]], list[str]]:
@@ -121,7 +127,7 @@ def fold_curves_figure(models: list[tuple[str, list[Path]]]) -> Figure:
             for key, style in (("val_acc", "-"), ("train_acc", ":")):
                 if key in series:
                     ax.plot(list(series[key]), 100 * np.array(list(series[key].values())), style, color=cmap(i),
-                            label=f"{fold.name} {key.split('_')[0]}" if key == "val_acc" or i == 0 else None)
+                            label=f"{_run_name(fold)} {key.split('_')[0]}" if key == "val_acc" or i == 0 else None)
             metrics = read_json(fold / "metrics.json") if (fold / "metrics.json").is_file() else {}
             best = metrics["selected_epoch"] + 1 if metrics.get("selected_epoch") is not None else None  # counted from 1
             if best in series.get("val_acc", {}):

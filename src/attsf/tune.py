@@ -345,16 +345,16 @@ def tune(cfg: Config, space_path: str | Path, n_trials: int, out: str | Path, fo
     ``record``: a new study starts with that study.json's scored trials (``continue_from``)."""
     import optuna
 
-    from attsf.data.datamodule import load_folds
+    from attsf.data.datamodule import check_folds, fold_count
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # "study created / loaded": attsf says it below
     out = Path(out)
     space = load_space(space_path, cfg)
-    n_folds = len(load_folds(cfg.data.folds)["folds"])
-    folds = list(range(n_folds)) if folds is None else folds
-    bad = [k for k in folds if not 0 <= k < n_folds]
-    if bad:
-        raise AttsfError(f"--folds: fold {bad[0]} is out of range ({cfg.data.folds} has {n_folds} folds)")
+    if cfg.model.task == "regression":
+        raise AttsfError(f"{cfg.name}: attsf tune scores validation accuracy; a regression config (model.task="
+                         "regression) has none to score")
+    folds = list(range(fold_count(cfg.data))) if folds is None else folds
+    check_folds(cfg.data, folds)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     choices_only = all(p.choices is not None for p in space.values())

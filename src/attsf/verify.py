@@ -8,31 +8,43 @@ from dataclasses import replace
 from pathlib import Path
 
 from attsf.config import Config, config_from_dict
+from attsf.cv_results import figures, headline
 from attsf.errors import AttsfError
 from attsf.io import read_json
 from attsf.provenance import cache_fingerprint, code_version, devices
 
-TRACKED = ("test_accuracy", "val_accuracy", "selected_epoch", "epochs")
+
+def tracked(record: dict) -> tuple[str, ...]:
+    """The figures of a recorded run that verify compares: test and validation accuracy (a
+    regression's MAE), the kept epoch and the epoch count."""
+    key = "mae" if "test_mae" in record else "accuracy"
+    return f"test_{key}", f"val_{key}", "selected_epoch", "epochs"
 
 
 def recorded_runs(result: dict, path: Path) -> dict[str, dict]:
-    """``{run key: {test_accuracy, val_accuracy, selected_epoch, epochs, provenance, commit}}`` of
-    a result file (``provenance``: the run's own, where the file records it; ``commit``: the
-    run's commit in files of before per-run provenance)."""
+    """``{run key: {test_accuracy, val_accuracy (a regression: test_mae, val_mae),
+    selected_epoch, epochs, provenance, commit}}`` of a result file (``provenance``: the
+    run's own, where the file records it; ``commit``: the run's commit in files of before
+    per-run provenance)."""
     if isinstance(result, dict) and isinstance(result.get("folds"), dict) and result["folds"]:  # cv.json
-        return {(f"fold{k}" if k.isdigit() else k): {t: v.get(t) for t in (*TRACKED, "provenance", "commit")}
+        return {(f"fold{k}" if k.isdigit() else k): {t: v.get(t) for t in (*tracked(v), "provenance", "commit")}
                 for k, v in result["folds"].items() if isinstance(v, dict)}
-    if isinstance(result, dict) and _accuracy(result, "test") is not None and _accuracy(result, "val") is not None:
+    if isinstance(result, dict) and _figures(result, "test") and _figures(result, "val"):
         fold = result.get("provenance", {}).get("config", {}).get("data", {}).get("fold", 0)
-        return {f"fold{fold}": {"test_accuracy": result["test"]["accuracy"] * 100,
-                                "val_accuracy": result["val"]["accuracy"] * 100, "provenance": result.get("provenance"),
-                                "selected_epoch": result.get("selected_epoch"), "epochs": result.get("epochs")}}
-    raise AttsfError(f"{path}: neither a cv.json nor a finished run's metrics.json (with val and test accuracy)")
+        return {f"fold{fold}": {**_now(result), "provenance": result.get("provenance")}}
+    raise AttsfError(f"{path}: neither a cv.json nor a finished run's metrics.json (with val and test figures)")
 
 
-def _accuracy(result: dict, split: str) -> float | None:
-    value = result.get(split, {}).get("accuracy") if isinstance(result.get(split), dict) else None
-    return value if isinstance(value, (int, float)) else None
+def _figures(result: dict, split: str) -> bool:
+    figures = result.get(split)
+    return isinstance(figures, dict) and any(isinstance(figures.get(k), (int, float)) for k in ("accuracy", "mae"))
+
+
+def _now(metrics: dict) -> dict:
+    """A run's ``metrics.json`` as the tracked figures (accuracies in %)."""
+    key = headline(metrics["test"])
+    return {f"test_{key}": figures(metrics["test"])[key], f"val_{key}": figures(metrics["val"])[key],
+            "selected_epoch": metrics.get("selected_epoch"), "epochs": metrics.get("epochs")}
 
 
 def _fold_and_seed(key: str, cfg: Config) -> tuple[int, int]:
@@ -105,12 +117,13 @@ def _code(code: dict) -> str:
 
 
 def compare(recorded: dict, metrics: dict) -> list[tuple[str, object, object, bool]]:
-    """``(name, recorded, now, equal)`` rows; accuracies in %, equal to 0.01 points."""
-    now = {"test_accuracy": metrics["test"]["accuracy"] * 100, "val_accuracy": metrics["val"]["accuracy"] * 100,
-           "selected_epoch": metrics.get("selected_epoch"), "epochs": metrics.get("epochs")}
+    """``(name, recorded, now, equal)`` rows; accuracies in %, equal to 0.01 points (an MAE
+    to 0.0001)."""
+    now = _now(metrics)
     rows = []
-    for name in TRACKED:
-        a, b = recorded.get(name), now[name]
-        same = a is not None and (abs(a - b) < 0.01 if isinstance(a, float) else a == b)
+    for name in tracked(recorded):
+        a, b = recorded.get(name), now.get(name)
+        tol = 1e-4 if name.endswith("_mae") else 0.01
+        same = a is not None and b is not None and (abs(a - b) < tol if isinstance(a, float) else a == b)
         rows.append((name, a, b, same))
     return rows

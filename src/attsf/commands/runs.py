@@ -37,8 +37,11 @@ def _print_metrics(metrics: dict) -> None:
             m = metrics[split]
             print(f"{split}: accuracy {m['accuracy'] * 100:.2f} %  UA {m['unweighted_accuracy'] * 100:.2f} %  "
                   f"macro-F1 {m['macro_f1'] * 100:.2f} %  (n={m['n']})")
-        elif split in metrics:
-            print(f"{split}: {metrics[split]}")
+        elif split in metrics:  # a regression (CMU-MOSI)
+            from attsf.cv_results import figure_text, figures
+
+            print(f"{split}: " + "  ".join(figure_text(k, v) for k, v in figures(metrics[split]).items())
+                  + f"  (n={metrics[split]['n']})")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -64,15 +67,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         else:
             _print_metrics(evals[""])
         return
-    from attsf.cv_results import evaluations_summary
+    from attsf.cv_results import evaluations_summary, mean_text
 
     summary = evaluations_summary(evals, args.split, args.new_speakers)
     write_json(Path(args.run_dir) / name, summary)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{len(runs)} runs, {summary['setting']}: {args.split} accuracy {summary['accuracy_mean']:.2f} ± "
-              f"{summary['accuracy_std']:.2f} % -> {Path(args.run_dir) / name}")
+        print(f"{len(runs)} runs, {summary['setting']}: {args.split} {mean_text(summary)} -> "
+              f"{Path(args.run_dir) / name}")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -88,10 +91,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if metrics is None:
         return 0
     rows = compare(recorded, metrics)
-    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    fmt = lambda n, v: (f"{v:.4f}" if n.endswith("_mae") else f"{v:.2f}") if isinstance(v, float) else str(v)  # noqa: E731
     print(f"{'':14} {'recorded':>9} {'now':>9}")
     for name, a, b, same in rows:
-        print(f"{name:14} {fmt(a):>9} {fmt(b):>9}  {'same' if same else 'DIFFERENT'}")
+        print(f"{name:14} {fmt(name, a):>9} {fmt(name, b):>9}  {'same' if same else 'DIFFERENT'}")
     return 0 if all(r[3] for r in rows) else 1
 
 

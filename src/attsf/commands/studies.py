@@ -18,9 +18,10 @@ def cmd_cv(args: argparse.Namespace) -> None:
 
     summary = cross_validate(cfg, out, folds, seeds, jobs)
     if summary:
+        from attsf.cv_results import mean_text
+
         print(Path(out, "cv.md").read_text())
-        print(f"{cfg.name}: accuracy {summary['accuracy_mean']:.2f} ± {summary['accuracy_std']:.2f} % "
-              f"over {len(summary['folds'])} runs -> {out}/cv.json")
+        print(f"{cfg.name}: {mean_text(summary)} over {len(summary['folds'])} runs -> {out}/cv.json")
 
 
 def cmd_tune(args: argparse.Namespace) -> None:

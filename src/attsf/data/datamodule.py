@@ -41,6 +41,22 @@ def load_folds(name_or_path: str) -> dict:
     return doc
 
 
+def fold_count(data: DataConfig) -> int:
+    """The runs a cross-validation of ``data`` trains per seed: one per fold of its fold
+    file, or one with a predefined split (the cache's split field: IEMOCAP, CMU-MOSI)."""
+    return 1 if data.protocol == "predefined" else len(load_folds(data.folds)["folds"])
+
+
+def check_folds(data: DataConfig, folds: Sequence[int]) -> None:
+    """A one-line error for a ``--folds`` entry that ``data`` does not have."""
+    n_folds = fold_count(data)
+    bad = [k for k in folds if not 0 <= k < n_folds]
+    if bad:
+        have = ("a predefined split (data.protocol=predefined) is one fold, 0" if data.protocol == "predefined"
+                else f"{data.folds} has {n_folds} folds")
+        raise AttsfError(f"--folds: fold {bad[0]} is out of range ({have})")
+
+
 def split_records(records: Sequence[ClipRecord], data: DataConfig) -> dict[str, list[ClipRecord]]:
     """Train/val/test records of ``data.fold`` (speaker folds) or of the cache's split field;
     with ``data.train_on=train+val`` the train split also holds the val records."""
