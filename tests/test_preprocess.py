@@ -211,7 +211,8 @@ def test_mosi_pickle_trains_and_cross_validates_a_regression_run(tmp_path):
     assert run_cli("report", str(out / "seed0/fold0")).stdout.strip().endswith("report.html")
     for args, words in ((("cv", *tiny, "--folds", "1"), "fold 1 is out of range (a predefined split"),
                         (("export", str(out / "seed0/fold0"), "--name", "m", "--out", str(tmp_path)), "cannot be exported"),
-                        (("tune", *tiny, "--space", "fused"), "a regression config")):
+                        (("tune", *tiny, "--space", "fused"), "a regression config"),
+                        (("experiment", "ablations", *tiny), "a regression config")):
         bad = cli(*args, check=False)
         assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attsf.config import load_config
+from attsf.errors import AttsfError
 from attsf.io import atomic_write_text, write_json
 from attsf.robustness import SNRS_DB, mean_robustness, robustness
 
@@ -75,6 +76,9 @@ def run_experiment(name: str, config: str | Path, overrides: list[str], out: str
     out = Path(out)
     rows = EXPERIMENTS[name]
     studies = [(load_config(config, [*overrides, *row.overrides]), out / row.slug) for row in rows]
+    if studies[0][0].model.task == "regression":
+        raise AttsfError(f"{studies[0][0].name}: the paper's experiments compare classification accuracy (its "
+                         "RAVDESS tables); a regression config (CMU-MOSI) has none: use attsf cv with overrides")
     results = dict(zip((row.slug for row in rows), cross_validate_many(studies, folds, jobs=jobs)))
     if not trainer_rank_zero():  # under torchrun the other ranks only train; rank 0 writes the tables
         return ""
