@@ -29,15 +29,15 @@ def recorded_runs(result: dict, path: Path) -> dict[str, dict]:
     if isinstance(result, dict) and isinstance(result.get("folds"), dict) and result["folds"]:  # cv.json
         return {(f"fold{k}" if k.isdigit() else k): {t: v.get(t) for t in (*tracked(v), "provenance", "commit")}
                 for k, v in result["folds"].items() if isinstance(v, dict)}
-    if isinstance(result, dict) and _figures(result, "test") and _figures(result, "val"):
+    if isinstance(result, dict) and _has_figures(result, "test") and _has_figures(result, "val"):
         fold = result.get("provenance", {}).get("config", {}).get("data", {}).get("fold", 0)
         return {f"fold{fold}": {**_now(result), "provenance": result.get("provenance")}}
     raise AttsfError(f"{path}: neither a cv.json nor a finished run's metrics.json (with val and test figures)")
 
 
-def _figures(result: dict, split: str) -> bool:
-    figures = result.get(split)
-    return isinstance(figures, dict) and any(isinstance(figures.get(k), (int, float)) for k in ("accuracy", "mae"))
+def _has_figures(result: dict, split: str) -> bool:
+    scores = result.get(split)
+    return isinstance(scores, dict) and any(isinstance(scores.get(k), (int, float)) for k in ("accuracy", "mae"))
 
 
 def _now(metrics: dict) -> dict:
