@@ -120,3 +120,18 @@ def test_curves_name_the_run_s_network_on_whole_epochs(tmp_path):
     refit = curves_figure(csv_path, 6, 8, val_trained_on=True, modalities="a").axes[0]
     assert refit.get_title() == "Accuracy per epoch"
     assert "chance (12.5 %)" in [t.get_text() for t in refit.get_legend().get_texts()]
+
+
+def test_a_cv_summary_s_provenance_is_its_runs_own():
+    """A cv.json written by ``--jobs 2`` records the parent process (seed 42, 2 threads); the
+    report shows what every run trained with (one thread each, its own seed, which resumed)."""
+    from conftest import ROOT
+
+    from attsf.report import provenance_section
+
+    page = provenance_section(ROOT / "docs" / "results" / "au_only.json")
+    rows = re.findall(r"<tr><td>(seed\d/fold\d)</td><td>(\d+), (\d+)</td><td>(yes|no)</td></tr>", page)
+    assert len(rows) == 15 and {(run[4], seed, threads) for run, seed, threads, _ in rows} == {
+        (s, s, "1") for s in "012"}
+    assert "42, 2" not in page and ("seed0/fold4", "0", "1", "yes") in rows
+    assert "commit 2ecba35644" in page and "tensors 56e4de9eb0d60089" in page

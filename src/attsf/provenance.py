@@ -135,3 +135,14 @@ def describe(prov: dict) -> list[tuple[str, str]]:
     rows.append(("devices", ", ".join(dev.get("cuda", [])) or f"CPU ({cpu})"))
     rows.append(("versions", ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items())))
     return rows
+
+
+def describe_runs(runs: dict[str, dict]) -> tuple[list[tuple[str, str]], list[str], list[list[str]]]:
+    """The provenance of a cv.json's runs (``{run: its own provenance}``): the rows every run
+    shares, then the headers and rows of a per-run table of what differs (seed, resumed, ...)."""
+    rows = {run: dict(describe(p)) | {"resumed": "yes" if p.get("resumed") else "no"} for run, p in runs.items()}
+    fields = list(next(iter(rows.values())))
+    same = [f for f in fields if len({r.get(f) for r in rows.values()}) == 1]
+    differ = [f for f in fields if f not in same]
+    return ([(f, next(iter(rows.values()))[f]) for f in same], ["run", *differ],
+            [[run, *(r.get(f, "") for f in differ)] for run, r in rows.items()])

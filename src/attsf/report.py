@@ -253,13 +253,21 @@ def html_img(png: bytes, alt: str) -> str:
 
 
 def provenance_section(doc_path: Path) -> str:
-    """"Provenance" table of a ``metrics.json`` or ``cv.json`` (empty if it records none)."""
-    from attsf.provenance import describe
+    """"Provenance" table of a ``metrics.json`` or ``cv.json`` (empty if it records none); a
+    cv.json's runs by their own records (what they share, then what differs run by run), not
+    by the process that wrote the summary."""
+    from attsf.provenance import describe, describe_runs
 
-    prov = json.loads(doc_path.read_text()).get("provenance") if doc_path.is_file() else None
-    if not prov:
+    doc = json.loads(doc_path.read_text()) if doc_path.is_file() else {}
+    runs = {k: f["provenance"] for k, f in (doc.get("folds") or {}).items() if isinstance(f, dict) and f.get("provenance")}
+    if runs:
+        shared, headers, rows = describe_runs(runs)
+        return ("<h2>Provenance</h2><p>Shared by every run:</p>"
+                + html_table(["what", "recorded"], [list(r) for r in shared])
+                + (f"<p>Run by run:</p>{html_table(headers, rows)}" if len(headers) > 1 else ""))
+    if not doc.get("provenance"):
         return ""
-    return "<h2>Provenance</h2>" + html_table(["what", "recorded"], [list(r) for r in describe(prov)])
+    return "<h2>Provenance</h2>" + html_table(["what", "recorded"], [list(r) for r in describe(doc["provenance"])])
 
 
 def write_page(path: Path, parts: list[str]) -> Path:
