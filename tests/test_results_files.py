@@ -22,7 +22,7 @@ def test_headline_rows_match_their_cv_files(name):
     assert f"{cv['accuracy_mean']:.2f} ± {cv['accuracy_std']:.2f}" in PAGE
 
 
-@pytest.mark.parametrize("name", ["audio_only", "au_only"])
+@pytest.mark.parametrize("name", ["attsf_net", "audio_only", "au_only"])
 def test_new_speaker_figures_are_the_runs_of_their_cv_file(name):
     """The new-speaker column (`attsf evaluate CV_DIR --new-speakers`) over the same 15 runs."""
     cv, new = _load(name), _load(f"{name}_new_speakers")
@@ -46,6 +46,17 @@ def test_robustness_file_holds_the_figures_of_the_page():
         assert " / ".join(f"{v:.2f}" for v in mean["noise"]["audio"]) in PAGE
     # with the audio missing the AU network answers: the fallback is that network's own figure
     assert rob["attsf_net"]["robustness"]["mean"]["fallback"]["audio"] == pytest.approx(74.57)
+
+
+def test_a_missing_modality_is_answered_by_the_unimodal_rows():
+    """With a modality missing the fallback is the other modality's network: its figures are
+    the unimodal rows' own, and the fused network's AVAM heads are those of its cv file."""
+    mm, heads = _load("missing_modality"), _load("attsf_net")["avam_accuracy_mean"]
+    assert mm["audio_missing"] == pytest.approx(_load("au_only")["accuracy_mean"], abs=0.006)
+    assert mm["au_missing"] == pytest.approx(_load("audio_only")["accuracy_mean"], abs=0.006)
+    own = mm["own_avam_heads"]
+    assert (own["audio_missing"], own["au_missing"]) == pytest.approx((heads["visual"], heads["audio"]), abs=0.006)
+    assert f"{own['audio_missing']:.2f} / {own['au_missing']:.2f} %" in PAGE
 
 
 def test_the_results_page_is_short_and_names_its_normalisation():

@@ -189,6 +189,25 @@ def test_a_signalled_cross_validation_says_the_same_command_resumes_it(tiny_cach
                         err.strip().splitlines()[-1]), err[-2000:]
 
 
+def test_ctrl_c_of_a_cross_validation_with_jobs_ends_it_and_says_how_to_resume(tiny_cache, tmp_path):
+    """A terminal's Ctrl-C reaches every process of `attsf cv --jobs 2`: the workers ignore
+    it, the parent ends the pool and says that the same command resumes the runs."""
+    out = tmp_path / "cv"
+    proc = subprocess.Popen([sys.executable, "-m", "attsf", "cv", "demo", *TINY, f"data.cache={tiny_cache}",
+                             f"data.folds={tiny_cache / 'folds.json'}", "train.max_epochs=40", "--folds", "0,1",
+                             "--jobs", "2", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list(out.glob("fold*/checkpoints/last.json"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert re.fullmatch(r"attsf: error: interrupted by SIGINT; the same command resumes the unfinished runs and "
+                        r"reuses the finished ones", err.strip().splitlines()[-1]), err[-2000:]
+    assert "Traceback" not in err and not list(out.glob("fold*/metrics.json"))
+
+
 @pytest.mark.parametrize("sig", [15, 2])
 def test_a_signalled_run_says_so_and_is_not_used_as_finished(sig, tiny_cache, tmp_path):
     from attsf.card import model_card

@@ -14,7 +14,7 @@ from pathlib import Path
 from attsf.config import Config
 from attsf.cv_results import figure_text, figures, headline, summarise_cv, summarise_seeds
 from attsf.data.datamodule import check_folds, fold_count
-from attsf.errors import AttsfError, Interrupted, quiet_library_warnings
+from attsf.errors import AttsfError, Interrupted, interrupts_raise, quiet_library_warnings
 from attsf.provenance import provenance
 from attsf.reuse import resumable
 from attsf.train import METRICS, train, trainer_rank_zero
@@ -65,8 +65,12 @@ def cross_validate_many(studies: list[tuple[Config, Path]], folds: list[int] | N
 
         keys = {str(run_dir): (i, s, k) for i, s, k, _, run_dir, _ in plan}
         jobs_ = [(str(run_dir), _train_job, (fold_cfg, run_dir, resume)) for _, _, _, fold_cfg, run_dir, resume in plan]
-        for name, metrics in run_jobs(jobs_, jobs):  # the first failure stops the others and names its run
-            finished(*keys[name], metrics)
+        try:
+            with interrupts_raise():
+                for name, metrics in run_jobs(jobs_, jobs):  # the first failure stops the others and names its run
+                    finished(*keys[name], metrics)
+        except Interrupted as exc:  # the pool has ended its workers; each run resumes from its last epoch
+            raise exc.resumed_by("the same command resumes the unfinished runs and reuses the finished ones") from None
     else:
         for i, s, k, fold_cfg, run_dir, resume in plan:  # under DDP every rank trains every run; rank 0 writes
             try:
